@@ -1,0 +1,193 @@
+"""Django settings, read from the environment (and a `.env` file when present)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from dotenv import load_dotenv
+
+from dashboard.env import CONFIG_ERRORS, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Real environment variables win over the file, so tests and CI can override it.
+load_dotenv(os.environ.get("DOTENV_PATH", BASE_DIR / ".env"), override=False)
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-in-production-0123456789"  # noqa: S105 (used only while DEBUG is on; check E002)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "dashboard.apps.DashboardAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "uploads",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+WSGI_APPLICATION = "dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "dashboard" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database_config(url: str) -> dict[str, Any]:
+    try:
+        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True))
+    except Exception as exc:  # dj-database-url raises several types for one mistake
+        CONFIG_ERRORS.append(f"DATABASE_URL could not be read: {exc}")
+        config = dict(dj_database_url.parse(f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Web, qcluster workers and consumers share one file: WAL lets readers run beside a
+        # writer, IMMEDIATE takes the write lock up front so concurrent writers wait for
+        # each other (busy timeout) instead of failing with "database is locked".
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        test_name = os.environ.get("DJANGO_TEST_SQLITE_NAME")
+        if test_name:
+            config["TEST"] = {"NAME": test_name}
+    return config
+
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": _database_config(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+LOGIN_URL = "admin:login"
+
+# --- CKAN ---------------------------------------------------------------------------------
+CKAN_URL = env_str("CKAN_URL").rstrip("/")
+CKAN_API_TOKEN = env_str("CKAN_API_TOKEN")
+CKAN_TIMEOUT_SECONDS = env_int("CKAN_TIMEOUT_SECONDS", 10, minimum=1, maximum=300)
+
+# --- Object storage (R2 or S3) ------------------------------------------------------------
+STORAGE_ENDPOINT_URL = env_str("STORAGE_ENDPOINT_URL").rstrip("/")
+STORAGE_REGION = env_str("STORAGE_REGION", "auto")
+STORAGE_BUCKET = env_str("STORAGE_BUCKET")
+STORAGE_ACCESS_KEY_ID = env_str("STORAGE_ACCESS_KEY_ID")
+STORAGE_SECRET_ACCESS_KEY = env_str("STORAGE_SECRET_ACCESS_KEY")
+STORAGE_KEY_PREFIX = env_str("STORAGE_KEY_PREFIX", "resources/api_uploads/")
+STORAGE_PUBLIC_BASE_URL = env_str("STORAGE_PUBLIC_BASE_URL").rstrip("/")
+# R2 and S3 both refuse presigned URLs valid for more than 7 days.
+MAX_UPLOAD_URL_TTL = 604800
+UPLOAD_URL_TTL = env_int("UPLOAD_URL_TTL", 3600, minimum=1, maximum=MAX_UPLOAD_URL_TTL)
+
+# --- Linking ------------------------------------------------------------------------------
+LINK_MAX_ATTEMPTS = env_int("LINK_MAX_ATTEMPTS", 8, minimum=1, maximum=100)
+LINK_RETRY_BASE_SECONDS = env_int("LINK_RETRY_BASE_SECONDS", 30, minimum=1)
+LINK_RETRY_MAX_SECONDS = env_int("LINK_RETRY_MAX_SECONDS", 3600, minimum=1)
+LINK_CLAIM_TIMEOUT_SECONDS = env_int("LINK_CLAIM_TIMEOUT_SECONDS", 300, minimum=10)
+UPLOAD_EXPIRY_GRACE_SECONDS = env_int("UPLOAD_EXPIRY_GRACE_SECONDS", 900, minimum=0)
+SWEEP_INTERVAL_MINUTES = env_int("SWEEP_INTERVAL_MINUTES", 1, minimum=1)
+
+# --- Storage events -----------------------------------------------------------------------
+EVENTS_WEBHOOK_SECRET = env_str("EVENTS_WEBHOOK_SECRET")
+EVENTS_WEBHOOK_MAX_BYTES = env_int("EVENTS_WEBHOOK_MAX_BYTES", 1_048_576, minimum=1024)
+EVENTS_SIGNATURE_MAX_AGE_SECONDS = 300
+SQS_QUEUE_URL = env_str("SQS_QUEUE_URL")
+CF_ACCOUNT_ID = env_str("CF_ACCOUNT_ID")
+CF_QUEUE_ID = env_str("CF_QUEUE_ID")
+CF_API_TOKEN = env_str("CF_API_TOKEN")
+CF_API_BASE_URL = env_str("CF_API_BASE_URL", "https://api.cloudflare.com/client/v4").rstrip("/")
+
+# --- Reconciliation -----------------------------------------------------------------------
+RECONCILE_SCHEDULE_FIX = env_bool("RECONCILE_SCHEDULE_FIX", False)
+
+# --- Background tasks (django-q2) ---------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+Q_CLUSTER: dict = {
+    "name": "ckan-upload-reconciler",
+    "workers": env_int("Q_WORKERS", 2, minimum=1, maximum=64),
+    "timeout": 120,
+    "retry": 180,  # must stay above timeout
+    "max_attempts": 1,  # retries are the link service's business, decided in one place
+    "catch_up": False,
+    "save_limit": 1000,
+    "ack_failures": True,
+    "poll": 0.5,
+    "label": "Background tasks",
+    "sync": env_bool("Q_SYNC", False),
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Logging ------------------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "uploads.logfilters.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # botocore logs request URLs (with signatures) at DEBUG: keep it quiet whatever LOG_LEVEL.
+        "botocore": {"level": "WARNING"},
+        "boto3": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "django_q": {"level": LOG_LEVEL},
+    },
+}
+
+if not DEBUG:
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)

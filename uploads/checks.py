@@ -1,0 +1,69 @@
+"""System checks: bad configuration is reported at startup, in one readable list."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from dashboard.env import CONFIG_ERRORS
+
+
+def _is_http_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return parsed.scheme in {"http", "https"} and bool(parsed.netloc)
+
+
+@register(Tags.compatibility)
+def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """Validate the environment-driven settings."""
+    problems: list[Error | Warning] = [Error(message, id="uploads.E001") for message in CONFIG_ERRORS]
+
+    if not settings.DEBUG and settings.SECRET_KEY == settings.DEV_SECRET_KEY:
+        problems.append(Error("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false.", id="uploads.E002"))
+
+    if settings.CKAN_URL and not _is_http_url(settings.CKAN_URL):
+        problems.append(Error(f"CKAN_URL={settings.CKAN_URL!r} is not an http(s) URL.", id="uploads.E003"))
+    if not settings.CKAN_URL:
+        problems.append(
+            Warning(
+                "CKAN_URL is not set: upload URLs cannot be issued and nothing can be linked.",
+                hint="Run `make ckan` for a local CKAN, or set CKAN_URL and CKAN_API_TOKEN.",
+                id="uploads.W001",
+            )
+        )
+    elif not settings.CKAN_API_TOKEN:
+        problems.append(
+            Warning("CKAN_API_TOKEN is not set: uploads can be issued but never linked.", id="uploads.W002")
+        )
+
+    storage_values = {
+        "STORAGE_BUCKET": settings.STORAGE_BUCKET,
+        "STORAGE_ACCESS_KEY_ID": settings.STORAGE_ACCESS_KEY_ID,
+        "STORAGE_SECRET_ACCESS_KEY": settings.STORAGE_SECRET_ACCESS_KEY,
+    }
+    given = [name for name, value in storage_values.items() if value]
+    if (given and len(given) < len(storage_values)) or (settings.STORAGE_ENDPOINT_URL and not given):
+        missing = [name for name, value in storage_values.items() if not value]
+        problems.append(Error(f"Object storage is partly configured: set {', '.join(missing)}.", id="uploads.E004"))
+    elif not given:
+        problems.append(
+            Warning(
+                "No object storage is configured: upload URLs cannot be issued.",
+                hint="`make run` starts an embedded moto S3 in this case; set STORAGE_* for R2 or S3.",
+                id="uploads.W003",
+            )
+        )
+    for name in ("STORAGE_ENDPOINT_URL", "STORAGE_PUBLIC_BASE_URL"):
+        value = getattr(settings, name)
+        if value and not _is_http_url(value):
+            problems.append(Error(f"{name}={value!r} is not an http(s) URL.", id="uploads.E005"))
+    if settings.STORAGE_KEY_PREFIX and not settings.STORAGE_KEY_PREFIX.endswith("/"):
+        problems.append(Error("STORAGE_KEY_PREFIX must end with '/'.", id="uploads.E006"))
+    if settings.LINK_RETRY_BASE_SECONDS > settings.LINK_RETRY_MAX_SECONDS:
+        problems.append(Error("LINK_RETRY_BASE_SECONDS must not exceed LINK_RETRY_MAX_SECONDS.", id="uploads.E007"))
+    if settings.EVENTS_WEBHOOK_SECRET and len(settings.EVENTS_WEBHOOK_SECRET) < 16:
+        problems.append(Error("EVENTS_WEBHOOK_SECRET must be at least 16 characters.", id="uploads.E008"))
+    return problems

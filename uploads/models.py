@@ -1,0 +1,245 @@
+"""The ledger: every URL issued, every storage event received, every attempt to link."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class UploadState(models.TextChoices):
+    ISSUED = "issued", "Issued"
+    UPLOADED = "uploaded", "Uploaded"
+    LINKED = "linked", "Linked"
+    FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Expired"
+    SUPERSEDED = "superseded", "Superseded"
+
+
+class Upload(models.Model):
+    """One presigned URL issued for one CKAN resource, and what became of it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    resource_id = models.CharField(max_length=100)
+    package_id = models.CharField(max_length=100, blank=True)
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255)
+    declared_size = models.BigIntegerField(null=True, blank=True)
+    declared_sha256 = models.CharField(max_length=64, blank=True)
+    bucket = models.CharField(max_length=63)
+    key = models.CharField(max_length=1024, unique=True)
+
+    requested_by = models.CharField(max_length=200, blank=True, help_text="CKAN user name")
+    requested_by_id = models.CharField(max_length=100, blank=True, help_text="CKAN user id")
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+    issued_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    # What the object turned out to be (from events, confirmed by HEAD before linking).
+    object_size = models.BigIntegerField(null=True, blank=True)
+    object_etag = models.CharField(max_length=200, blank=True)
+    object_content_type = models.CharField(max_length=255, blank=True)
+    object_last_modified = models.DateTimeField(null=True, blank=True)
+    object_seen_at = models.DateTimeField(null=True, blank=True)
+    object_deleted_at = models.DateTimeField(null=True, blank=True)
+
+    state = models.CharField(max_length=20, choices=UploadState.choices, default=UploadState.ISSUED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # A worker owns the row while claim_token is set; claimed_at lets the sweep release it.
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    linked_at = models.DateTimeField(null=True, blank=True)
+    linked_url = models.URLField(max_length=2048, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-issued_at"]
+        permissions = [("replay_upload", "Can replay the link of an upload")]
+        indexes = [
+            models.Index(fields=["state", "-issued_at"], name="upload_state_issued"),
+            models.Index(fields=["-issued_at"], name="upload_issued"),
+            models.Index(fields=["resource_id", "-issued_at"], name="upload_resource_issued"),
+            models.Index(fields=["package_id", "-issued_at"], name="upload_package_issued"),
+            models.Index(fields=["requested_by", "-issued_at"], name="upload_requester_issued"),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="upload_due_retry",
+                condition=Q(state="uploaded"),
+            ),
+            models.Index(fields=["expires_at"], name="upload_issued_expiry", condition=Q(state="issued")),
+            models.Index(fields=["claimed_at"], name="upload_claimed", condition=Q(claim_token__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.filename} → {self.resource_id} ({self.state})"
+
+
+class EventSource(models.TextChoices):
+    SQS = "sqs", "S3 via SQS"
+    R2_QUEUE = "r2-queue", "R2 via Cloudflare Queue"
+    WEBHOOK = "webhook", "Pushed (webhook)"
+    CLIENT = "client", "Client complete call"
+
+
+class EventAction(models.TextChoices):
+    CREATED = "created", "Object created"
+    DELETED = "deleted", "Object deleted"
+    UNKNOWN = "unknown", "Unreadable"
+
+
+class EventStatus(models.TextChoices):
+    MATCHED = "matched", "Matched"
+    UNMATCHED = "unmatched", "Unmatched"
+    UNPARSEABLE = "unparseable", "Unparseable"
+
+
+class StorageEvent(models.Model):
+    """One distinct storage event (or unreadable message) received, with its delivery count."""
+
+    source = models.CharField(max_length=20, choices=EventSource.choices)
+    dedupe_key = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=20, choices=EventStatus.choices)
+    action = models.CharField(max_length=20, choices=EventAction.choices)
+    event_name = models.CharField(max_length=100, blank=True)
+    bucket = models.CharField(max_length=255, blank=True)
+    key = models.CharField(max_length=1024, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    etag = models.CharField(max_length=200, blank=True)
+    event_time = models.DateTimeField(null=True, blank=True)
+    sequencer = models.CharField(max_length=100, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    raw_body = models.TextField(blank=True, help_text="The message as received when it was not JSON")
+    parse_error = models.TextField(blank=True)
+    upload = models.ForeignKey(Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    deliveries = models.PositiveIntegerField(default=1)
+    first_received_at = models.DateTimeField(default=timezone.now)
+    last_received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-first_received_at"]
+        indexes = [
+            models.Index(fields=["status", "-first_received_at"], name="event_status_received"),
+            models.Index(fields=["-first_received_at"], name="event_received"),
+            models.Index(fields=["key"], name="event_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_name or self.action} {self.key or '(unreadable)'}"
+
+
+class LinkTrigger(models.TextChoices):
+    EVENT = "event", "Storage event"
+    COMPLETE = "complete", "Client complete call"
+    RETRY = "retry", "Scheduled retry"
+    SWEEP = "sweep", "Sweep"
+    REPLAY = "replay", "Replay"
+    RECONCILE = "reconcile", "Reconciliation"
+
+
+class LinkOutcome(models.TextChoices):
+    LINKED = "linked", "Linked"
+    RETRY = "retry", "Will retry"
+    FAILED = "failed", "Failed"
+    SUPERSEDED = "superseded", "Superseded by a newer upload"
+    NOOP = "noop", "Nothing to do"
+
+
+class LinkAttempt(models.Model):
+    """One try at writing an upload's object into its CKAN resource."""
+
+    upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="link_attempts")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    trigger = models.CharField(max_length=20, choices=LinkTrigger.choices)
+    triggered_by = models.CharField(max_length=150, blank=True)
+    outcome = models.CharField(max_length=20, choices=LinkOutcome.choices)
+    ckan_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["upload", "-started_at"], name="attempt_upload_started")]
+
+    def __str__(self) -> str:
+        return f"{self.trigger} → {self.outcome}"
+
+
+class RunState(models.TextChoices):
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+    FAILED = "failed", "Failed"
+
+
+class ReconcileRun(models.Model):
+    """One scan of bucket vs ledger vs CKAN."""
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=20, choices=RunState.choices, default=RunState.RUNNING)
+    fix = models.BooleanField(default=False)
+    dry_run = models.BooleanField(default=False)
+    triggered_by = models.CharField(max_length=150, blank=True)
+    objects_scanned = models.PositiveBigIntegerField(default=0)
+    uploads_checked = models.PositiveBigIntegerField(default=0)
+    resources_checked = models.PositiveBigIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Reconcile run {self.pk} ({self.state})"
+
+
+class DiscrepancyKind(models.TextChoices):
+    UNEVENTED = "unevented", "Object never evented"
+    ORPHAN = "orphan", "Orphan object"
+    EXPIRED = "expired", "Expired unused URL"
+    PHANTOM = "phantom", "Phantom (object gone)"
+    DRIFT = "drift", "Drift (CKAN differs)"
+    SUPERSEDED = "superseded", "Superseded object (reclaimable)"
+
+
+class DiscrepancyState(models.TextChoices):
+    OPEN = "open", "Open"
+    HEALED = "healed", "Healed"
+    IGNORED = "ignored", "Ignored"
+    RESOLVED = "resolved", "Resolved by itself"
+
+
+class Discrepancy(models.Model):
+    """Something a reconciliation scan found, and what was done about it."""
+
+    run = models.ForeignKey(ReconcileRun, on_delete=models.CASCADE, related_name="discrepancies")
+    last_seen_run = models.ForeignKey(ReconcileRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(max_length=20, choices=DiscrepancyKind.choices)
+    state = models.CharField(max_length=20, choices=DiscrepancyState.choices, default=DiscrepancyState.OPEN)
+    fingerprint = models.CharField(max_length=64, help_text="kind + object, to report each finding once")
+    upload = models.ForeignKey(Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="discrepancies")
+    bucket = models.CharField(max_length=255, blank=True)
+    key = models.CharField(max_length=1024, blank=True)
+    object_size = models.BigIntegerField(null=True, blank=True)
+    object_last_modified = models.DateTimeField(null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "discrepancies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fingerprint"], condition=Q(state="open"), name="discrepancy_one_open_per_finding"
+            )
+        ]
+        indexes = [models.Index(fields=["kind", "state", "-created_at"], name="discrepancy_kind_state")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.key}"

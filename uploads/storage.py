@@ -1,0 +1,190 @@
+"""The only module that imports boto3: presign, head, list, delete.
+
+One client per process, built lazily from settings and reused: building a client costs far
+more than signing a URL. The client is R2-safe: region ``auto`` by default, SigV4, and
+checksums only when an operation requires them (boto3 >= 1.36 adds default checksums that R2
+has rejected).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+
+class StorageError(Exception):
+    """The bucket could not be reached or refused the request."""
+
+
+class StorageNotConfigured(StorageError):
+    """STORAGE_BUCKET (or the credentials) are not configured."""
+
+
+@dataclass(frozen=True)
+class PresignedPut:
+    url: str
+    headers: dict[str, str]
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None
+    content_type: str = ""
+    sha256: str = ""  # hex, when the object was stored with a SHA-256 checksum
+
+
+def is_configured() -> bool:
+    """True when a bucket and credentials are set."""
+    return bool(settings.STORAGE_BUCKET and settings.STORAGE_ACCESS_KEY_ID and settings.STORAGE_SECRET_ACCESS_KEY)
+
+
+@functools.cache
+def get_client() -> Any:
+    """The process-wide S3 client."""
+    if not is_configured():
+        raise StorageNotConfigured("object storage is not configured (STORAGE_BUCKET and credentials)")
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=16,
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.STORAGE_ENDPOINT_URL or None,
+        region_name=settings.STORAGE_REGION,
+        aws_access_key_id=settings.STORAGE_ACCESS_KEY_ID,
+        aws_secret_access_key=settings.STORAGE_SECRET_ACCESS_KEY,
+        config=config,
+    )
+
+
+@receiver(setting_changed)
+def _forget_client_when_settings_change(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("STORAGE_"):
+        get_client.cache_clear()
+
+
+def capped_ttl(seconds: int) -> int:
+    """Keep a URL's lifetime within 1 s and 7 days: botocore would sign longer without complaint."""
+    return max(1, min(int(seconds), settings.MAX_UPLOAD_URL_TTL))
+
+
+def hex_sha256_to_base64(hex_digest: str) -> str:
+    """S3 wants checksums base64-encoded; clients declare them as hex."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
+
+
+def presign_put(
+    key: str,
+    *,
+    content_type: str,
+    content_length: int | None,
+    sha256_hex: str = "",
+    expires_in: int,
+) -> PresignedPut:
+    """Sign a single PUT of ``key``; the returned headers are bound into the signature."""
+    params: dict[str, Any] = {"Bucket": settings.STORAGE_BUCKET, "Key": key, "ContentType": content_type}
+    headers = {"Content-Type": content_type}
+    if content_length is not None:
+        params["ContentLength"] = content_length
+        headers["Content-Length"] = str(content_length)
+    if sha256_hex:
+        checksum = hex_sha256_to_base64(sha256_hex)
+        params["ChecksumSHA256"] = checksum
+        headers["x-amz-checksum-sha256"] = checksum
+    ttl = capped_ttl(expires_in)
+    try:
+        url = get_client().generate_presigned_url("put_object", Params=params, ExpiresIn=ttl, HttpMethod="PUT")
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"could not sign the upload URL: {type(exc).__name__}") from None
+    return PresignedPut(url=url, headers=headers, expires_in=ttl)
+
+
+def _strip_etag(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+def head_object(key: str) -> ObjectInfo | None:
+    """What the bucket holds at ``key``, or None when there is no such object."""
+    try:
+        response = get_client().head_object(Bucket=settings.STORAGE_BUCKET, Key=key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise StorageError(f"HEAD {key!r} failed: {code or type(exc).__name__}") from None
+    except BotoCoreError as exc:
+        raise StorageError(f"HEAD {key!r} failed: {type(exc).__name__}") from None
+    checksum = response.get("ChecksumSHA256") or ""
+    sha256 = ""
+    if checksum:
+        try:
+            sha256 = base64.b64decode(checksum).hex()
+        except ValueError:
+            sha256 = ""
+    return ObjectInfo(
+        key=key,
+        size=int(response.get("ContentLength", 0)),
+        etag=_strip_etag(response.get("ETag")),
+        last_modified=response.get("LastModified"),
+        content_type=response.get("ContentType", "") or "",
+        sha256=sha256,
+    )
+
+
+def iter_object_pages(prefix: str, *, page_size: int = 1000) -> Iterator[list[ObjectInfo]]:
+    """Yield the objects under ``prefix`` one listing page at a time (constant memory)."""
+    paginator = get_client().get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(
+            Bucket=settings.STORAGE_BUCKET, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+        ):
+            yield [
+                ObjectInfo(
+                    key=item["Key"],
+                    size=int(item.get("Size", 0)),
+                    etag=_strip_etag(item.get("ETag")),
+                    last_modified=item.get("LastModified"),
+                )
+                for item in page.get("Contents", [])
+            ]
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"listing {prefix!r} failed: {type(exc).__name__}") from None
+
+
+def delete_object(key: str) -> None:
+    """Delete one object (used only by the explicit orphan clean-up)."""
+    try:
+        get_client().delete_object(Bucket=settings.STORAGE_BUCKET, Key=key)
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"DELETE {key!r} failed: {type(exc).__name__}") from None
+
+
+def public_url(key: str) -> str:
+    """The URL written into CKAN for an object: the public base (or endpoint/bucket) + quoted key."""
+    base = settings.STORAGE_PUBLIC_BASE_URL
+    if not base:
+        endpoint = settings.STORAGE_ENDPOINT_URL or f"https://s3.{settings.STORAGE_REGION}.amazonaws.com"
+        base = f"{endpoint}/{settings.STORAGE_BUCKET}"
+    return f"{base}/{quote(key, safe='/')}"

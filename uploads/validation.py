@@ -1,0 +1,107 @@
+"""Pure checks of client input and the object key layout (no ORM, no I/O)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+
+MAX_SINGLE_PUT_BYTES = 5 * 1024**3  # S3 and R2 refuse a single PUT above 5 GiB
+MAX_KEY_BYTES = 1024
+MAX_FILENAME_CHARS = 255
+
+_CONTENT_TYPE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+    r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"\\\r\n]*\"|[A-Za-z0-9!#$&^_.+-]+))*$"
+)
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# Characters kept as they are in the key; anything else becomes "_".
+_UNSAFE_IN_KEY = re.compile(r"[^\w.()!'-]+", re.UNICODE)
+
+
+class InvalidInput(ValueError):
+    """A client value that cannot be accepted; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def clean_resource_id(value: str) -> str:
+    """CKAN resource ids are UUIDs; return the canonical lowercase form."""
+    try:
+        return str(uuid.UUID(value.strip()))
+    except (ValueError, AttributeError):
+        raise InvalidInput("resource_id", "must be a CKAN resource id (a UUID)") from None
+
+
+def clean_filename(value: str) -> str:
+    """A plain file name: no path parts, no control characters, not empty, at most 255 chars."""
+    name = unicodedata.normalize("NFC", value).strip()
+    if not name:
+        raise InvalidInput("filename", "must not be empty")
+    if any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in name):
+        raise InvalidInput("filename", "must not contain control characters")
+    if "/" in name or "\\" in name:
+        raise InvalidInput("filename", "must be a file name, not a path")
+    if name in {".", ".."}:
+        raise InvalidInput("filename", "must be a file name, not a path")
+    if len(name) > MAX_FILENAME_CHARS:
+        raise InvalidInput("filename", f"must be at most {MAX_FILENAME_CHARS} characters")
+    return name
+
+
+def safe_key_name(filename: str) -> str:
+    """The file name as it appears at the end of the object key."""
+    safe = _UNSAFE_IN_KEY.sub("_", filename).lstrip(".")
+    return safe or "file"
+
+
+def clean_content_type(value: str) -> str:
+    """A MIME type such as ``text/csv`` or ``text/csv; charset=utf-8``."""
+    content_type = value.strip()
+    if not content_type or len(content_type) > 255 or not _CONTENT_TYPE.match(content_type):
+        raise InvalidInput("content_type", "must be a MIME type such as text/csv")
+    return content_type
+
+
+def clean_size(value: int | None) -> int | None:
+    """Declared size in bytes: above 0 and within the 5 GiB single-PUT limit."""
+    if value is None:
+        return None
+    if value <= 0:
+        raise InvalidInput("size", "must be greater than 0")
+    if value > MAX_SINGLE_PUT_BYTES:
+        raise InvalidInput("size", "must be at most 5 GiB (5368709120 bytes) for a single PUT")
+    return value
+
+
+def clean_sha256(value: str | None) -> str:
+    """A hex SHA-256 digest, lowercased; empty when not given."""
+    if not value:
+        return ""
+    if not _SHA256.match(value.strip()):
+        raise InvalidInput("sha256", "must be 64 hexadecimal characters")
+    return value.strip().lower()
+
+
+def build_key(prefix: str, resource_id: str, upload_id: uuid.UUID, filename: str) -> str:
+    """``{prefix}{resource_id}/{upload_id}/{safe filename}``, within S3's 1024-byte key limit."""
+    key = f"{prefix}{resource_id}/{upload_id}/{safe_key_name(filename)}"
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidInput("filename", "is too long: the object key would exceed 1024 bytes")
+    return key
+
+
+def parse_key(prefix: str, key: str) -> tuple[str, uuid.UUID] | None:
+    """Return (resource_id, upload_id) for a key in this service's layout, else None."""
+    if not key.startswith(prefix):
+        return None
+    parts = key[len(prefix) :].split("/")
+    if len(parts) != 3:
+        return None
+    try:
+        return str(uuid.UUID(parts[0])), uuid.UUID(parts[1])
+    except ValueError:
+        return None
