@@ -22,3 +22,33 @@ def storage_world(moto_server: MotoServer) -> Iterator[StorageWorld]:
     world = make_storage_world(moto_server, with_queue=True)
     with override_settings(**world.settings()):
         yield world
+
+
+@pytest.fixture(scope="session")
+def ckan_site():
+    """A real local CKAN started by scripts/local_ckan.py (skipped, with the reason, without PostgreSQL)."""
+    import os
+
+    from tests.support.ckan_site import CkanUnavailable, ensure_local_ckan
+
+    try:
+        return ensure_local_ckan()
+    except CkanUnavailable as exc:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(f"a real CKAN is required here but could not start: {exc}")
+        pytest.skip(f"real CKAN unavailable: {exc}")
+
+
+@pytest.fixture
+def ckan_world(ckan_site):
+    """An org, a private dataset with a resource, and an editor, a viewer and an outsider."""
+    from tests.support.ckan_site import make_world
+
+    return make_world(ckan_site)
+
+
+@pytest.fixture
+def ckan_settings(ckan_site):
+    """Point the service at the real CKAN, linking with the sysadmin token."""
+    with override_settings(CKAN_URL=ckan_site.url, CKAN_API_TOKEN=ckan_site.sysadmin_token):
+        yield ckan_site

@@ -1,0 +1,1 @@
+"""ModelAdmins for the ledger: uploads, storage events, link attempts; replay."""

@@ -1,0 +1,1 @@
+"""ModelAdmins for reconciliation runs and discrepancies."""
