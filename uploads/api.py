@@ -14,7 +14,7 @@ from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import APIKeyHeader
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from uploads import ckan, storage
 from uploads.models import Upload
@@ -117,7 +117,7 @@ def _storage_error(request: HttpRequest, exc: storage.StorageError) -> HttpRespo
 # --- schemas -----------------------------------------------------------------------------
 
 
-class FileFields(Schema):
+class FileFields(BaseModel):
     filename: str = Field(max_length=1024, description="The file's name: no path parts")
     content_type: str = Field(max_length=255, examples=["text/csv"])
     size: int | None = Field(None, description="Bytes; when given, the upload must be exactly this size")

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from dashboard import env
+from uploads.checks import check_configuration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ids(problems):
+    return {problem.id for problem in problems}
+
+
+def test_env_int_records_a_clear_error_for_a_bad_value(monkeypatch):
+    monkeypatch.setattr(env, "CONFIG_ERRORS", [])
+    monkeypatch.setenv("UPLOAD_URL_TTL", "soon")
+    assert env.env_int("UPLOAD_URL_TTL", 3600, minimum=1, maximum=604800) == 3600
+    monkeypatch.setenv("UPLOAD_URL_TTL", "999999")
+    assert env.env_int("UPLOAD_URL_TTL", 3600, minimum=1, maximum=604800) == 3600
+    assert env.CONFIG_ERRORS == [
+        "UPLOAD_URL_TTL='soon' is not a whole number.",
+        "UPLOAD_URL_TTL=999999 is above the maximum of 604800.",
+    ]
+
+
+def test_env_bool_accepts_the_usual_spellings(monkeypatch):
+    monkeypatch.setattr(env, "CONFIG_ERRORS", [])
+    for raw, expected in (("yes", True), ("0", False), ("TRUE", True), ("off", False)):
+        monkeypatch.setenv("X_FLAG", raw)
+        assert env.env_bool("X_FLAG", not expected) is expected
+    monkeypatch.setenv("X_FLAG", "maybe")
+    assert env.env_bool("X_FLAG", True) is True
+    assert env.CONFIG_ERRORS == ["X_FLAG='maybe' is not a boolean (use true or false)."]
+
+
+def test_it_is_quiet_when_everything_is_configured():
+    with override_settings(
+        DEBUG=True,
+        CKAN_URL="https://ckan.example.org",
+        CKAN_API_TOKEN="t",
+        STORAGE_BUCKET="b",
+        STORAGE_ACCESS_KEY_ID="k",
+        STORAGE_SECRET_ACCESS_KEY="s",
+        EVENTS_WEBHOOK_SECRET="x" * 32,
+    ):
+        assert check_configuration() == []
+
+
+def test_it_reports_partial_storage_and_bad_urls():
+    with override_settings(
+        DEBUG=True,
+        CKAN_URL="ckan.example.org",
+        CKAN_API_TOKEN="t",
+        STORAGE_BUCKET="b",
+        STORAGE_ACCESS_KEY_ID="",
+        STORAGE_SECRET_ACCESS_KEY="",
+        STORAGE_PUBLIC_BASE_URL="files",
+        STORAGE_KEY_PREFIX="x",
+        LINK_RETRY_BASE_SECONDS=100,
+        LINK_RETRY_MAX_SECONDS=10,
+        EVENTS_WEBHOOK_SECRET="short",
+    ):
+        assert ids(check_configuration()) == {
+            "uploads.E003",
+            "uploads.E004",
+            "uploads.E005",
+            "uploads.E006",
+            "uploads.E007",
+            "uploads.E008",
+        }
+
+
+def test_it_requires_a_secret_key_outside_debug():
+    with override_settings(DEBUG=False, SECRET_KEY="dev-only-insecure-secret-key-change-me-in-production-0123456789"):
+        assert "uploads.E002" in ids(check_configuration())
+
+
+def test_it_warns_when_ckan_and_storage_are_missing():
+    with override_settings(
+        CKAN_URL="", STORAGE_BUCKET="", STORAGE_ACCESS_KEY_ID="", STORAGE_SECRET_ACCESS_KEY="", STORAGE_ENDPOINT_URL=""
+    ):
+        assert {"uploads.W001", "uploads.W003"} <= ids(check_configuration())
+
+
+def test_manage_check_prints_bad_values_as_one_clear_list_not_a_traceback(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "CKAN_", "UPLOAD_", "LINK_"))}
+    environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+            "DOTENV_PATH": os.devnull,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "UPLOAD_URL_TTL": "1w",
+            "LINK_MAX_ATTEMPTS": "-3",
+            "DJANGO_DEBUG": "perhaps",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "UPLOAD_URL_TTL='1w' is not a whole number." in result.stderr
+    assert "LINK_MAX_ATTEMPTS=-3 is below the minimum of 1." in result.stderr
+    assert "DJANGO_DEBUG='perhaps' is not a boolean" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["nosuchdb://x", "mysql+nothing://x"])
+def test_a_database_url_that_cannot_be_read_is_reported_by_check(tmp_path, url):
+    environ = dict(os.environ, DJANGO_SETTINGS_MODULE="dashboard.settings", DOTENV_PATH=os.devnull, DATABASE_URL=url)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "DATABASE_URL could not be read" in result.stderr
