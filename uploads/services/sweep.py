@@ -1,0 +1,92 @@
+"""The safety net run every minute: due retries, stuck claims, stale URLs.
+
+The ledger is the truth about pending work and tasks are only triggers, so this is what turns
+a lost task, a killed worker or a restarted broker into a delay instead of a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from uploads.models import LinkTrigger, Upload, UploadState
+from uploads.services.dispatch import enqueue_link
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+# An upload that has just become `uploaded` has its own task on the way: leave it that long
+# before treating a missing next_attempt_at as a lost task.
+FRESH_UPLOAD_SECONDS = 60
+
+
+def run_sweep(*, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> dict[str, int]:
+    """Release stuck claims, enqueue due retries and expire stale issued URLs; return the counts."""
+    now = now or timezone.now()
+    released = release_stale_claims(now=now, batch_size=batch_size)
+    enqueued = enqueue_due_links(now=now, batch_size=batch_size)
+    expired = expire_stale_uploads(now=now, batch_size=batch_size)
+    counts = {"released": released, "enqueued": enqueued, "expired": expired}
+    if any(counts.values()):
+        log.info("sweep: %s", counts)
+    return counts
+
+
+def release_stale_claims(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """Free claims held longer than LINK_CLAIM_TIMEOUT_SECONDS: their worker died or hung."""
+    cutoff = now - timedelta(seconds=settings.LINK_CLAIM_TIMEOUT_SECONDS)
+    ids = list(
+        Upload.objects.filter(claim_token__isnull=False, claimed_at__lt=cutoff).values_list("pk", flat=True)[
+            :batch_size
+        ]
+    )
+    if not ids:
+        return 0
+    # Conditional again: a worker that finishes in between clears its own claim first.
+    released = Upload.objects.filter(pk__in=ids, claim_token__isnull=False, claimed_at__lt=cutoff).update(
+        claim_token=None, claimed_at=None, next_attempt_at=now
+    )
+    if released:
+        log.warning(
+            "sweep released %d link claim(s) held for more than %d s", released, settings.LINK_CLAIM_TIMEOUT_SECONDS
+        )
+    return released
+
+
+def enqueue_due_links(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """Send a link task for every uploaded, unclaimed upload whose retry is due."""
+    fresh = now - timedelta(seconds=FRESH_UPLOAD_SECONDS)
+    due = (
+        Upload.objects.filter(state=UploadState.UPLOADED, claim_token__isnull=True)
+        .filter(Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, updated_at__lt=fresh))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    ids = list(due)
+    if not ids:
+        return 0
+    # Pushed back by one claim timeout: if this task is lost too, the next sweep after that
+    # sends another; if it runs, the link service sets next_attempt_at itself.
+    later = now + timedelta(seconds=settings.LINK_CLAIM_TIMEOUT_SECONDS)
+    with transaction.atomic():
+        Upload.objects.filter(pk__in=ids, claim_token__isnull=True).update(next_attempt_at=later)
+        for upload_id in ids:
+            enqueue_link(upload_id, trigger=LinkTrigger.RETRY)
+    return len(ids)
+
+
+def expire_stale_uploads(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """Mark issued URLs that saw no object by expires_at + grace as expired."""
+    cutoff = now - timedelta(seconds=settings.UPLOAD_EXPIRY_GRACE_SECONDS)
+    ids = list(
+        Upload.objects.filter(state=UploadState.ISSUED, expires_at__lt=cutoff).values_list("pk", flat=True)[:batch_size]
+    )
+    if not ids:
+        return 0
+    # Conditional on the state: an object seen in between moves the row to uploaded first.
+    return Upload.objects.filter(pk__in=ids, state=UploadState.ISSUED).update(state=UploadState.EXPIRED)
