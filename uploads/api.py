@@ -17,8 +17,9 @@ from ninja.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from uploads import ckan, storage
+from uploads.api_events import router as events_router
 from uploads.models import Upload
-from uploads.services import issue
+from uploads.services import ingest, issue
 from uploads.validation import (
     InvalidInput,
     clean_content_type,
@@ -196,6 +197,11 @@ class UploadStatusOut(Schema):
     last_error: str
 
 
+class CompleteOut(Schema):
+    upload_id: UUID
+    state: str
+
+
 class ErrorOut(Schema):
     error: dict[str, Any]
 
@@ -275,3 +281,17 @@ def upload_status(request: HttpRequest, upload_id: UUID) -> dict[str, Any]:
         "etag": upload.object_etag,
         "last_error": upload.last_error,
     }
+
+
+@api.post("/uploads/{upload_id}/complete", response={202: CompleteOut, 404: ErrorOut}, url_name="upload_complete")
+def complete_upload(request: HttpRequest, upload_id: UUID) -> Status:
+    """The client's hint that its PUT finished: recorded like a storage event, then linked."""
+    try:
+        ingest.record_client_complete(upload_id=upload_id)
+    except Upload.DoesNotExist:
+        raise Http404 from None
+    state = Upload.objects.values_list("state", flat=True).get(pk=upload_id)
+    return Status(202, {"upload_id": upload_id, "state": state})
+
+
+api.add_router("/events", events_router)

@@ -1,0 +1,139 @@
+"""Pushed storage events: ``POST /api/v1/events/r2`` and ``/events/s3``, signed with HMAC-SHA256.
+
+The signature covers ``timestamp + "." + raw body``, so the raw bytes are read before anything
+parses them; a body that is too big, unsigned, stale, badly signed or unreadable is refused with a
+4xx and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Router, Schema
+
+from uploads.events import EventParseError, ObjectEvent, parse_json_bytes, parse_r2_body, parse_s3_body
+from uploads.models import EventSource
+from uploads.services import ingest
+
+log = logging.getLogger(__name__)
+
+router = Router(tags=["events"])
+
+SIGNATURE_HEADER = "X-Signature"
+TIMESTAMP_HEADER = "X-Signature-Timestamp"
+_MAX_TIMESTAMP_DIGITS = 12
+
+
+class EventsAcceptedOut(Schema):
+    received: int
+    duplicates: int
+    unmatched: int
+
+
+class EventErrorOut(Schema):
+    error: dict[str, Any]
+
+
+class WebhookRefused(Exception):
+    """A pushed body that is refused before anything is recorded."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _refuse(exc: WebhookRefused) -> JsonResponse:
+    return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
+
+
+def signature_for(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>``, the X-Signature value."""
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    limit = settings.EVENTS_WEBHOOK_MAX_BYTES
+    too_big = WebhookRefused(413, "too_large", f"the body is larger than {limit} bytes")
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if not declared.isdigit():
+        raise WebhookRefused(400, "invalid", "Content-Length is not a number")
+    if int(declared) > limit:
+        raise too_big
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(body) > limit:
+        raise too_big
+    return body
+
+
+def _verify_signature(request: HttpRequest, body: bytes) -> None:
+    secret = settings.EVENTS_WEBHOOK_SECRET
+    if not secret:
+        raise WebhookRefused(
+            503, "not_configured", "pushed events are refused: EVENTS_WEBHOOK_SECRET is not configured"
+        )
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
+    signature = request.headers.get(SIGNATURE_HEADER, "").strip()
+    if not timestamp or not signature:
+        raise WebhookRefused(401, "unsigned", f"send {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} headers")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > _MAX_TIMESTAMP_DIGITS:
+        raise WebhookRefused(401, "bad_timestamp", f"{TIMESTAMP_HEADER} must be Unix seconds")
+    if abs(time.time() - int(timestamp)) > settings.EVENTS_SIGNATURE_MAX_AGE_SECONDS:
+        raise WebhookRefused(
+            401,
+            "stale",
+            f"the signature is older than {settings.EVENTS_SIGNATURE_MAX_AGE_SECONDS} s (or in the future)",
+        )
+    expected = signature_for(secret, timestamp, body)
+    if not hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8", errors="replace")):
+        raise WebhookRefused(401, "bad_signature", "the signature does not match the body")
+
+
+def _receive(request: HttpRequest, parse: Callable[[Any], list[ObjectEvent]]) -> HttpResponse:
+    try:
+        body = _read_body(request)
+        _verify_signature(request, body)
+        try:
+            events = parse(parse_json_bytes(body))
+        except EventParseError as exc:
+            raise WebhookRefused(400, "unreadable", str(exc)) from None
+    except WebhookRefused as exc:
+        log.info("refused a pushed event (%s): %s", exc.code, exc.message)
+        return _refuse(exc)
+    duplicates = unmatched = 0
+    # One transaction per body: the sender retries the whole body if anything fails.
+    with transaction.atomic():
+        for event in events:
+            result = ingest.record_event(source=EventSource.WEBHOOK, event=event)
+            duplicates += result.duplicate
+            unmatched += result.unmatched
+    return JsonResponse({"received": len(events), "duplicates": duplicates, "unmatched": unmatched}, status=202)
+
+
+_RESPONSES: dict[int, Any] = {202: EventsAcceptedOut, **{code: EventErrorOut for code in (400, 401, 413, 503)}}
+
+
+@router.post("/r2", response=_RESPONSES, url_name="events_r2")
+def receive_r2_events(request: HttpRequest) -> HttpResponse:
+    """R2 notifications pushed by a Worker: one, a list, or a batch ``{"messages": [{"id", "body"}]}``."""
+    return _receive(request, parse_r2_body)
+
+
+@router.post("/s3", response=_RESPONSES, url_name="events_s3")
+def receive_s3_events(request: HttpRequest) -> HttpResponse:
+    """S3 notifications ``{"Records": [...]}`` pushed by a forwarder (the test event is accepted and skipped)."""
+    return _receive(request, parse_s3_body)
