@@ -1,0 +1,125 @@
+"""Pull S3 event notifications from SQS: receive, record and commit, then delete.
+
+boto3 is imported here rather than in ``uploads.storage``: storage wraps the bucket (S3 API, R2
+safe settings, STORAGE_* credentials), while this client talks to a different service with
+boto3's own standard AWS_* configuration; mixing them would hand the bucket's credentials to SQS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.db import close_old_connections
+
+from uploads.consumers.recording import Tally, record_message
+from uploads.events import parse_json_bytes, parse_s3_body
+from uploads.models import EventSource
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_SECONDS = 20  # the SQS maximum
+DRAIN_POLL_SECONDS = 1
+
+
+class ConsumerError(Exception):
+    """The queue could not be read."""
+
+
+def make_sqs_client(*, wait_seconds: int = LONG_POLL_SECONDS) -> Any:
+    """An SQS client from boto3's standard environment (AWS_REGION, AWS_ENDPOINT_URL_SQS, keys...)."""
+    config = Config(
+        connect_timeout=5,
+        read_timeout=wait_seconds + 10,  # a long poll holds the connection open for wait_seconds
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    return boto3.session.Session().client("sqs", config=config)
+
+
+class SqsConsumer:
+    """A receive/record/delete loop over one queue; ``stop()`` ends it at the next safe point."""
+
+    def __init__(self, *, client: Any, queue_url: str, wait_seconds: int = LONG_POLL_SECONDS, batch_size: int = 10):
+        self.client = client
+        self.queue_url = queue_url
+        self.wait_seconds = wait_seconds
+        self.batch_size = batch_size
+        self.stopping = threading.Event()
+        # True while received messages are being recorded and acknowledged: not a moment to exit.
+        self.busy = False
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def receive(self, wait_seconds: int) -> list[dict[str, Any]]:
+        try:
+            answer = self.client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=self.batch_size,
+                WaitTimeSeconds=wait_seconds,
+                AttributeNames=["ApproximateReceiveCount"],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ConsumerError(f"could not receive from SQS: {exc}") from None
+        return list(answer.get("Messages", []))
+
+    def handle(self, message: dict[str, Any]) -> Tally:
+        """Record one message; returns a tally with failed=1 when it could not be recorded."""
+        body = message.get("Body", "")
+        try:
+            return record_message(
+                source=EventSource.SQS, raw_body=body, parse=lambda: parse_s3_body(parse_json_bytes(body))
+            )
+        except Exception:
+            # Not deleted: SQS shows it again after the visibility timeout (and dead-letters it
+            # after the queue's maxReceiveCount), so a database outage loses nothing.
+            log.exception("could not record SQS message %s; it will be redelivered", message.get("MessageId"))
+            close_old_connections()
+            return Tally(messages=1, failed=1)
+
+    def delete(self, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            return
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        try:
+            answer = self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except (BotoCoreError, ClientError) as exc:
+            # Recorded already: a redelivery is counted as a duplicate, nothing else.
+            log.warning("could not delete %d recorded SQS messages: %s", len(entries), exc)
+            return
+        for failure in answer.get("Failed", []):
+            log.warning("SQS did not delete a recorded message: %s", failure.get("Message") or failure.get("Code"))
+
+    def poll_once(self, wait_seconds: int) -> Tally:
+        """One receive: record each message, then delete the ones recorded."""
+        close_old_connections()
+        tally = Tally()
+        done: list[dict[str, Any]] = []
+        messages = self.receive(wait_seconds)
+        self.busy = True
+        try:
+            for message in messages:
+                outcome = self.handle(message)
+                tally.add(outcome)
+                if not outcome.failed:
+                    done.append(message)
+            self.delete(done)
+        finally:
+            self.busy = False
+        return tally
+
+    def run(self, *, once: bool = False) -> Tally:
+        """Consume until stopped; with ``once``, until the queue answers empty."""
+        total = Tally()
+        while not self.stopping.is_set():
+            tally = self.poll_once(DRAIN_POLL_SECONDS if once else self.wait_seconds)
+            total.add(tally)
+            if tally.messages:
+                log.info("sqs: %s", tally)
+            if once and (tally.messages == 0 or tally.failed == tally.messages):
+                break
+        return total
