@@ -60,21 +60,19 @@ def age_text(age: timedelta) -> str:
 def counts_by_state() -> dict[str, int]:
     """Number of uploads in each state (every state present, zeros included)."""
     counts = {state.value: 0 for state in UploadState}
-    for row in Upload.objects.order_by().values("state").annotate(n=Count("id")):
+    for row in Upload.objects.order_by().values("state").annotate(n=Count("*")):
         counts[row["state"]] = row["n"]
     return counts
 
 
 def events_by_status() -> dict[str, int]:
     """Number of distinct storage events by status."""
-    return {row["status"]: row["n"] for row in StorageEvent.objects.order_by().values("status").annotate(n=Count("id"))}
+    return {row["status"]: row["n"] for row in StorageEvent.objects.order_by().values("status").annotate(n=Count("*"))}
 
 
 def attempts_by_outcome() -> dict[str, int]:
     """Number of link attempts by outcome."""
-    return {
-        row["outcome"]: row["n"] for row in LinkAttempt.objects.order_by().values("outcome").annotate(n=Count("id"))
-    }
+    return {row["outcome"]: row["n"] for row in LinkAttempt.objects.order_by().values("outcome").annotate(n=Count("*"))}
 
 
 def oldest_in_state(state: str) -> Upload | None:
@@ -94,7 +92,7 @@ def top_failure_reasons(limit: int = 5) -> list[dict[str, Any]]:
         .order_by()
         .annotate(reason=Substr("last_error", 1, REASON_PREFIX))
         .values("reason")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .order_by("-n", "reason")[:limit]
     )
     return [
@@ -121,7 +119,7 @@ class Series:
 
 
 def _hourly(qs: Any, column: str) -> dict[datetime, int]:
-    rows = qs.order_by().annotate(hour=TruncHour(column)).values("hour").annotate(n=Count("id"))
+    rows = qs.order_by().annotate(hour=TruncHour(column)).values("hour").annotate(n=Count("*"))
     return {row["hour"]: row["n"] for row in rows}
 
 

@@ -66,6 +66,9 @@ class Upload(models.Model):
             models.Index(fields=["resource_id", "-issued_at"], name="upload_resource_issued"),
             models.Index(fields=["package_id", "-issued_at"], name="upload_package_issued"),
             models.Index(fields=["requested_by", "-issued_at"], name="upload_requester_issued"),
+            # The admin's file-name search is a prefix match (LIKE 'x%'); PostgreSQL uses a btree
+            # for that only with the pattern operator class (measured: 677 ms -> see benchmarks).
+            models.Index(fields=["filename"], name="upload_filename_prefix", opclasses=["varchar_pattern_ops"]),
             models.Index(
                 fields=["next_attempt_at"],
                 name="upload_due_retry",
