@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 import responses
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -409,3 +412,45 @@ def test_a_worker_whose_claim_was_taken_back_does_not_patch(storage_world, fake_
     outcome = link._decide_and_patch(upload.pk, claim=claim, info=info, force=False, attempt=attempt)
     assert outcome == LinkOutcome.NOOP
     assert patches(fake_ckan) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_linking_two_uploads_of_one_resource_at_once_leave_the_newest_in_ckan(storage_world, fake_ckan):
+    t0 = timezone.now()
+    older = make_upload(storage_world, issued_at=t0 - timedelta(minutes=5))
+    newer = make_upload(storage_world, issued_at=t0)
+    in_ckan: list[str] = []
+    older_patching = threading.Event()
+
+    def slow_patch(request):
+        url = json.loads(request.body)["url"]
+        if url.endswith(older.key):
+            older_patching.set()
+            time.sleep(0.5)  # the older patch is slow: without the per-resource lock it would land last
+        in_ckan.append(url)
+        return 200, {}, json.dumps({"success": True, "result": {"id": RESOURCE_ID}})
+
+    fake_ckan.add_callback(responses.POST, PATCH_URL, callback=slow_patch)
+    outcomes: dict[str, str] = {}
+
+    def work(name: str, upload: Upload, wait_for_older: bool) -> None:
+        try:
+            if wait_for_older:
+                older_patching.wait(timeout=10)
+            outcomes[name] = link_upload(upload_id=upload.pk, trigger="event")
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=work, args=("older", older, False)),
+        threading.Thread(target=work, args=("newer", newer, True)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert outcomes == {"older": "linked", "newer": "linked"}
+    assert in_ckan[-1].endswith(newer.key)
+    states = dict(Upload.objects.filter(pk__in=[older.pk, newer.pk]).values_list("pk", "state"))
+    assert states == {older.pk: UploadState.SUPERSEDED, newer.pk: UploadState.LINKED}
