@@ -236,10 +236,12 @@ def test_a_multipart_etag_is_not_sent_as_a_hash():
     assert "hash" not in link.ckan_fields(upload, info)
 
 
-def test_the_format_comes_from_the_content_type_then_the_extension():
-    assert link.resource_format("text/csv", "x.bin") == "CSV"
-    assert link.resource_format("application/json; charset=utf-8", "x") == "JSON"
+def test_the_format_comes_from_the_extension_then_the_content_type():
+    assert link.resource_format("text/csv", "report.csv") == "CSV"
+    assert link.resource_format("application/xml", "feed.xml") == "XML"
     assert link.resource_format("application/octet-stream", "data.parquet") == "PARQUET"
+    assert link.resource_format("text/csv; charset=utf-8", "export") == "CSV"
+    assert link.resource_format("application/json", "export") == "JSON"
     assert link.resource_format("application/octet-stream", "README") == ""
 
 

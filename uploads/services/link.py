@@ -163,14 +163,18 @@ def describe_mismatch(upload: Upload, info: storage.ObjectInfo) -> str:
 
 
 def resource_format(content_type: str, filename: str) -> str:
-    """CKAN's format field: from the content type, else from the file extension, else ""."""
+    """CKAN's format field: the file extension (the linked URL ends in it), else from the content type."""
+    # The extension first: it is what the data's users see in the URL, and MIME → extension
+    # tables vary by machine and mislead (application/xml → ".xsl").
+    _, dot, extension = filename.rpartition(".")
+    if dot and extension:
+        return extension.upper()
     media = _media_type(content_type)
     if media not in _GENERIC_TYPES:
-        extension = mimetypes.guess_extension(media, strict=False)
-        if extension:
-            return extension.lstrip(".").upper()
-    _, dot, extension = filename.rpartition(".")
-    return extension.upper() if dot and extension else ""
+        guessed = mimetypes.guess_extension(media, strict=False)
+        if guessed:
+            return guessed.lstrip(".").upper()
+    return ""
 
 
 def object_hash(upload: Upload, info: storage.ObjectInfo) -> str:
