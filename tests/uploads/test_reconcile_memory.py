@@ -1,0 +1,84 @@
+"""The comparison core keeps memory flat however long the listing is."""
+
+from __future__ import annotations
+
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.test import override_settings
+
+from uploads.models import Upload, UploadState
+from uploads.services import reconcile
+from uploads.storage import ObjectInfo
+
+PREFIX = "resources/api_uploads/"
+PAGE = 1000
+# Stated bound: the comparison's Python heap peaks under 16 MiB, whatever the listing length.
+PEAK_BOUND_BYTES = 16 * 1024 * 1024
+WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def key_of(i: int) -> tuple[str, uuid.UUID]:
+    upload_id = uuid.UUID(int=(i << 64) | 0xABCDEF)
+    return f"{PREFIX}{uuid.UUID(int=i // 4)}/{upload_id}/file-{i}.csv", upload_id
+
+
+def pages(n: int) -> Iterator[list[ObjectInfo]]:
+    """Pages as storage.iter_object_pages yields them, built on the fly."""
+    for start in range(0, n, PAGE):
+        yield [ObjectInfo(key_of(i)[0], 1024, "0" * 32, WHEN) for i in range(start, min(n, start + PAGE))]
+
+
+def fill_ledger(start: int, stop: int) -> None:
+    """Every listed key has a linked upload but one in a thousand (an orphan)."""
+    rows = []
+    for i in range(start, stop):
+        if i % 1000 == 999:
+            continue
+        key, upload_id = key_of(i)
+        rows.append(
+            Upload(
+                id=upload_id,
+                resource_id=str(uuid.UUID(int=i // 4)),
+                package_id=f"dataset-{i // 40:06d}",
+                filename="f.csv",
+                content_type="text/csv",
+                bucket="b",
+                key=key,
+                expires_at=WHEN + timedelta(hours=1),
+                state=UploadState.LINKED,
+                object_size=1024,
+            )
+        )
+    Upload.objects.bulk_create(rows, batch_size=2000)
+
+
+def peak_of(n: int) -> tuple[int, reconcile.ReconcileRun]:
+    tracemalloc.start()
+    try:
+        run = reconcile.run_reconcile(pages=pages(n), check_ckan=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, run
+
+
+@pytest.mark.django_db
+@override_settings(STORAGE_KEY_PREFIX=PREFIX, STORAGE_BUCKET="b", CKAN_URL="")
+def test_peak_memory_of_the_comparison_stays_flat_from_50k_to_200k_keys():
+    fill_ledger(0, 50_000)
+    small_peak, small = peak_of(50_000)
+    fill_ledger(50_000, 200_000)
+    large_peak, large = peak_of(200_000)
+
+    assert small.objects_scanned == 50_000
+    assert large.objects_scanned == 200_000
+    assert large.uploads_checked == 2 * 199_800  # matched in the listing, then linked in the ledger pass
+    assert large.counts["found"]["orphan"] == 200
+    assert large.counts["found"]["phantom"] == 0  # every linked upload was listed
+    assert large_peak < PEAK_BOUND_BYTES, f"peak {large_peak / 2**20:.1f} MiB"
+    # Four times the keys, not four times the memory: allow noise, not growth.
+    assert large_peak < small_peak * 1.5 + 2 * 2**20, (small_peak, large_peak)
