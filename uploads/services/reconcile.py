@@ -1,7 +1,7 @@
 """Reconciliation: compare the bucket listing, the ledger and CKAN; record and heal what differs.
 
 Memory stays flat whatever the bucket size: the listing is read one page at a time, each page
-is matched against the ledger with one query, and the ids seen are written to a temporary
+is matched against the ledger with one query, and the ids seen are written to a scratch
 table in the database instead of a Python set, so the second pass over the ledger (expired
 URLs, phantoms, drift) can ask "was this listed?" without holding the listing. See
 docs/reconcile.md for the rules and the trade-offs.
@@ -116,17 +116,30 @@ def _distinct_keyset(queryset: QuerySet[Upload], field: str) -> Iterator[list[st
 
 
 class SeenTable:
-    """A temporary table of the upload ids the listing showed (database memory, not Python's)."""
+    """A scratch table of the upload ids the listing showed (database memory, not Python's).
+
+    A regular table, not a TEMPORARY one: heals enqueue tasks, and django-q's broker closes
+    the connection between calls (close_old_connections), which would drop a temporary table.
+    Dropped at the end of the run; a crashed run's table is dropped by the next run.
+    """
+
+    PREFIX = "reconcile_seen_"
 
     def __init__(self, run_id: int) -> None:
-        self.name = f"reconcile_seen_{run_id}"
+        self.run_id = run_id
+        self.name = f"{self.PREFIX}{run_id}"
         self._pk = Upload._meta.pk
         assert self._pk is not None
 
     def __enter__(self) -> SeenTable:
+        running = set(ReconcileRun.objects.filter(state=RunState.RUNNING).values_list("pk", flat=True))
         column = self._pk.db_type(connection)  # type: ignore[union-attr]
         with connection.cursor() as cursor:
-            cursor.execute(f"CREATE TEMPORARY TABLE {self.name} (id {column} PRIMARY KEY)")
+            for table in connection.introspection.table_names(cursor):
+                suffix = table.removeprefix(self.PREFIX)
+                if table.startswith(self.PREFIX) and suffix.isdigit() and int(suffix) not in running:
+                    cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            cursor.execute(f"CREATE TABLE {self.name} (id {column} PRIMARY KEY)")
         return self
 
     def __exit__(self, *exc: object) -> None:
