@@ -64,6 +64,14 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
         problems.append(Error("STORAGE_KEY_PREFIX must end with '/'.", id="uploads.E006"))
     if settings.LINK_RETRY_BASE_SECONDS > settings.LINK_RETRY_MAX_SECONDS:
         problems.append(Error("LINK_RETRY_BASE_SECONDS must not exceed LINK_RETRY_MAX_SECONDS.", id="uploads.E007"))
+    if settings.LINK_CLAIM_TIMEOUT_SECONDS <= settings.CKAN_TIMEOUT_SECONDS:
+        problems.append(
+            Error(
+                "LINK_CLAIM_TIMEOUT_SECONDS must exceed CKAN_TIMEOUT_SECONDS, or the sweep could release a claim "
+                "while its worker is still waiting for CKAN.",
+                id="uploads.E009",
+            )
+        )
     if settings.EVENTS_WEBHOOK_SECRET and len(settings.EVENTS_WEBHOOK_SECRET) < 16:
         problems.append(Error("EVENTS_WEBHOOK_SECRET must be at least 16 characters.", id="uploads.E008"))
     return problems

@@ -65,6 +65,7 @@ def test_it_reports_partial_storage_and_bad_urls():
         STORAGE_KEY_PREFIX="x",
         LINK_RETRY_BASE_SECONDS=100,
         LINK_RETRY_MAX_SECONDS=10,
+        LINK_CLAIM_TIMEOUT_SECONDS=10,
         EVENTS_WEBHOOK_SECRET="short",
     ):
         assert ids(check_configuration()) == {
@@ -74,6 +75,7 @@ def test_it_reports_partial_storage_and_bad_urls():
             "uploads.E006",
             "uploads.E007",
             "uploads.E008",
+            "uploads.E009",
         }
 
 
