@@ -353,6 +353,9 @@ class Reconciler:
     def _still_there(self, upload: Upload) -> bool:
         # Not in the listing: confirm with a HEAD, since an object written after the listing
         # passed its key (and linked since) is not a phantom. Phantoms are rare, so this is cheap.
+        # After one failure the bucket is unreachable: stop asking, leave phantoms unresolved.
+        if DiscrepancyKind.PHANTOM in self.incomplete:
+            return True
         try:
             return storage.head_object(upload.key) is not None
         except storage.StorageError as exc:
