@@ -16,8 +16,9 @@ from uploads.storage import ObjectInfo
 
 PREFIX = "resources/api_uploads/"
 PAGE = 1000
-# Stated bound: the comparison's Python heap peaks under 16 MiB, whatever the listing length.
-PEAK_BOUND_BYTES = 16 * 1024 * 1024
+# Stated bound: the comparison's Python heap peaks under 4 MiB, whatever the listing length
+# (measured: 1.16 MiB over 50,000 keys, 1.21 MiB over 200,000).
+PEAK_BOUND_BYTES = 4 * 1024 * 1024
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -74,6 +75,7 @@ def test_peak_memory_of_the_comparison_stays_flat_from_50k_to_200k_keys():
     fill_ledger(50_000, 200_000)
     large_peak, large = peak_of(200_000)
 
+    print(f"tracemalloc peak: 50,000 keys {small_peak / 2**20:.2f} MiB, 200,000 keys {large_peak / 2**20:.2f} MiB")
     assert small.objects_scanned == 50_000
     assert large.objects_scanned == 200_000
     assert large.uploads_checked == 2 * 199_800  # matched in the listing, then linked in the ledger pass
