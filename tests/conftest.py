@@ -52,3 +52,18 @@ def ckan_settings(ckan_site):
     """Point the service at the real CKAN, linking with the sysadmin token."""
     with override_settings(CKAN_URL=ckan_site.url, CKAN_API_TOKEN=ckan_site.sysadmin_token):
         yield ckan_site
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Drop the test database cleanly even if a killed child's connection is still closing."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
