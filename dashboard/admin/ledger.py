@@ -21,6 +21,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from dashboard.admin.base import ReadOnlyAdmin, upload_link
 from uploads.models import EventStatus, LinkAttempt, LinkOutcome, StorageEvent, Upload, UploadState
 from uploads.services.replay import plan_replay, replay_uploads
 
@@ -135,21 +136,8 @@ class ResourceFilter(InputFilter):
     field_name = "resource_id"
 
 
-class ReadOnlyLedgerAdmin(admin.ModelAdmin):
-    """Nobody edits the ledger by hand: it is written only by the services."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Upload)
-class UploadAdmin(ReadOnlyLedgerAdmin):
+class UploadAdmin(ReadOnlyAdmin):
     list_display = ("filename", "state_badge", "resource_id", "requested_by", "issued_at", "attempts", "linked_at")
     list_filter = ("state", ("issued_at", admin.DateFieldListFilter), RequesterFilter, DatasetFilter, ResourceFilter)
     search_fields = ("=id", "=resource_id", "=package_id", "key", "filename", "=requested_by")
@@ -363,7 +351,7 @@ def build_timeline(upload: Upload) -> list[dict[str, Any]]:
 
 
 @admin.register(StorageEvent)
-class StorageEventAdmin(ReadOnlyLedgerAdmin):
+class StorageEventAdmin(ReadOnlyAdmin):
     list_display = ("first_received_at", "status_badge", "source", "action", "key", "upload_link", "deliveries")
     list_filter = ("status", "source", "action", ("first_received_at", admin.DateFieldListFilter))
     search_fields = ("=key",)
@@ -400,10 +388,7 @@ class StorageEventAdmin(ReadOnlyLedgerAdmin):
 
     @admin.display(description="upload")
     def upload_link(self, obj: StorageEvent) -> SafeString:
-        if obj.upload_id is None:
-            return format_html("{}", "—")
-        url = reverse("admin:uploads_upload_change", args=[obj.upload_id])
-        return format_html('<a href="{}">{}</a>', url, str(obj.upload_id)[:8])
+        return upload_link(obj.upload_id)
 
     @admin.display(description="payload")
     def pretty_payload(self, obj: StorageEvent) -> SafeString:
@@ -427,7 +412,7 @@ class StorageEventAdmin(ReadOnlyLedgerAdmin):
 
 
 @admin.register(LinkAttempt)
-class LinkAttemptAdmin(ReadOnlyLedgerAdmin):
+class LinkAttemptAdmin(ReadOnlyAdmin):
     list_display = ("started_at", "upload_link", "trigger", "triggered_by", "outcome_badge", "ckan_status", "error")
     list_filter = ("outcome", "trigger", ("started_at", admin.DateFieldListFilter))
     ordering = ("-started_at",)
@@ -452,5 +437,4 @@ class LinkAttemptAdmin(ReadOnlyLedgerAdmin):
 
     @admin.display(description="upload")
     def upload_link(self, obj: LinkAttempt) -> SafeString:
-        url = reverse("admin:uploads_upload_change", args=[obj.upload_id])
-        return format_html('<a href="{}">{}</a>', url, str(obj.upload_id)[:8])
+        return upload_link(obj.upload_id)

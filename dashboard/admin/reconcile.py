@@ -11,23 +11,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from dashboard.admin.base import ReadOnlyAdmin, upload_link
 from uploads import storage
 from uploads.models import Discrepancy, DiscrepancyKind, DiscrepancyState, ReconcileRun
 from uploads.services import reconcile
 
 # Operators hold change_discrepancy (dashboard/roles.py); stewards only view.
 HEAL_PERMISSION = "uploads.change_discrepancy"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _kind_counter(kind: DiscrepancyKind) -> Any:
@@ -80,10 +70,7 @@ class DiscrepancyAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Upload")
     def upload_link(self, obj: Discrepancy) -> SafeString:
-        if obj.upload_id is None:
-            return format_html("{}", "—")
-        url = reverse("admin:uploads_upload_change", args=[obj.upload_id])
-        return format_html('<a href="{}">{}</a>', url, obj.upload_id)
+        return upload_link(obj.upload_id)
 
     @admin.display(description="Object")
     def object_link(self, obj: Discrepancy) -> SafeString:
