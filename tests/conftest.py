@@ -67,3 +67,14 @@ def django_db_setup(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Link tasks the code under test sent to the broker, as (upload id, trigger) pairs."""
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        "uploads.services.dispatch.async_task",
+        lambda func, upload_id, trigger, *a, **kw: sent.append((upload_id, trigger)),
+    )
+    return sent

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -9,28 +8,18 @@ from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from dashboard.roles import OPERATORS, STEWARDS, ensure_roles
-from uploads.models import Upload, UploadState
+from tests.support.factories import make_upload as build_upload
+from uploads.models import Upload
 
 
 def make_upload(**fields: Any) -> Upload:
-    """An Upload row as the services would have left it."""
-    upload_id = fields.pop("id", None) or uuid.uuid4()
-    resource_id = fields.pop("resource_id", str(uuid.uuid4()))
+    """An Upload row as the services would have left it, issued half an hour ago."""
     now = timezone.now()
-    values: dict[str, Any] = {
-        "resource_id": resource_id,
-        "package_id": "pkg-1",
-        "filename": "data.csv",
-        "content_type": "text/csv",
-        "bucket": "bucket",
-        "key": f"resources/api_uploads/{resource_id}/{upload_id}/data.csv",
-        "requested_by": "alice",
-        "issued_at": now - timedelta(minutes=30),
-        "expires_at": now + timedelta(minutes=30),
-        "state": UploadState.ISSUED,
-    }
-    values.update(fields)
-    return Upload.objects.create(id=upload_id, **values)
+    fields.setdefault("package_id", "pkg-1")
+    fields.setdefault("requested_by", "alice")
+    fields.setdefault("issued_at", now - timedelta(minutes=30))
+    fields.setdefault("expires_at", now + timedelta(minutes=30))
+    return build_upload(**fields)
 
 
 def _staff(username: str, group: str | None = None, *, superuser: bool = False) -> User:

@@ -3,12 +3,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import timedelta
 
 import pytest
 from django.test import override_settings
-from django.utils import timezone
 
+from tests.support.factories import make_upload as build_upload
 from uploads.api_events import signature_for
 from uploads.models import StorageEvent, Upload, UploadState
 
@@ -23,28 +22,8 @@ def webhook_secret():
         yield
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        "uploads.services.dispatch.async_task",
-        lambda func, upload_id, trigger, *a, **kw: sent.append((upload_id, trigger)),
-    )
-    return sent
-
-
 def make_upload(state: str = UploadState.ISSUED) -> Upload:
-    upload_id = uuid.uuid4()
-    return Upload.objects.create(
-        id=upload_id,
-        resource_id=RESOURCE_ID,
-        filename="a b.csv",
-        content_type="text/csv",
-        bucket=BUCKET,
-        key=f"resources/api_uploads/{RESOURCE_ID}/{upload_id}/a_b.csv",
-        expires_at=timezone.now() + timedelta(hours=1),
-        state=state,
-    )
+    return build_upload(resource_id=RESOURCE_ID, filename="a b.csv", bucket=BUCKET, state=state)
 
 
 def r2(key: str, etag: str = "abc") -> dict:

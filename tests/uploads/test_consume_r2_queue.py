@@ -1,17 +1,15 @@
 from __future__ import annotations
 
 import time
-import uuid
-from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import OperationalError
 from django.test import override_settings
-from django.utils import timezone
 
 from tests.support.cf_queue import FakeCloudflareQueue
+from tests.support.factories import make_upload as build_upload
 from uploads.consumers.r2_queue import CloudflareQueueClient, CloudflareQueueError, QueueConfig, R2QueueConsumer
 from uploads.models import EventStatus, StorageEvent, Upload, UploadState
 from uploads.services import ingest
@@ -32,16 +30,6 @@ def queue():
         yield fake
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        "uploads.services.dispatch.async_task",
-        lambda func, upload_id, trigger, *a, **kw: sent.append((upload_id, trigger)),
-    )
-    return sent
-
-
 def consumer_for(queue: FakeCloudflareQueue, **kwargs) -> R2QueueConsumer:
     client = CloudflareQueueClient(
         QueueConfig(
@@ -53,16 +41,7 @@ def consumer_for(queue: FakeCloudflareQueue, **kwargs) -> R2QueueConsumer:
 
 
 def make_upload(filename: str = "my file.csv") -> Upload:
-    upload_id = uuid.uuid4()
-    return Upload.objects.create(
-        id=upload_id,
-        resource_id=RESOURCE_ID,
-        filename=filename,
-        content_type="text/csv",
-        bucket=BUCKET,
-        key=f"resources/api_uploads/{RESOURCE_ID}/{upload_id}/{filename}",
-        expires_at=timezone.now() + timedelta(hours=1),
-    )
+    return build_upload(resource_id=RESOURCE_ID, filename=filename, bucket=BUCKET, raw_key=True)
 
 
 def notification(key: str, action: str = "PutObject", etag: str = "c846ff7a18f28c2e262116d6e8719ef0") -> dict:

@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
-
 import pytest
 import requests
 from django.core.management import call_command
 from django.db import OperationalError
 from django.test import override_settings
-from django.utils import timezone
 from django_q.models import OrmQ
 
+from tests.support.factories import make_upload as build_upload
 from tests.support.processes import child_environ, manage_process, wait_for
 from uploads import storage
 from uploads.consumers.sqs import SqsConsumer, make_sqs_client
@@ -36,32 +33,13 @@ def sqs_env(storage_world, monkeypatch):
         yield storage_world
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        "uploads.services.dispatch.async_task",
-        lambda func, upload_id, trigger, *a, **kw: sent.append((upload_id, trigger)),
-    )
-    return sent
-
-
 def consumer(world) -> SqsConsumer:
     return SqsConsumer(client=make_sqs_client(wait_seconds=1), queue_url=world.queue_url, wait_seconds=1)
 
 
 def make_upload(world, name: str = "my file+ü 日本.csv") -> Upload:
-    upload_id = uuid.uuid4()
-    return Upload.objects.create(
-        id=upload_id,
-        resource_id=RESOURCE_ID,
-        filename=name,
-        content_type="text/csv",
-        bucket=world.bucket,
-        # Not the sanitised layout on purpose: spaces, "+" and unicode must survive S3's encoding.
-        key=f"resources/api_uploads/{RESOURCE_ID}/{upload_id}/{name}",
-        expires_at=timezone.now() + timedelta(hours=1),
-    )
+    # Not the sanitised layout on purpose: spaces, "+" and unicode must survive S3's encoding.
+    return build_upload(resource_id=RESOURCE_ID, filename=name, bucket=world.bucket, raw_key=True)
 
 
 def put_through_presigned_url(upload: Upload, data: bytes = b"a,b\n1,2\n") -> None:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from django.utils import timezone
 
+from tests.support.factories import make_upload as build_upload
 from uploads.events import parse_r2_body, parse_s3_body
 from uploads.models import EventStatus, StorageEvent, Upload, UploadState
 from uploads.services import ingest
@@ -14,30 +15,8 @@ BUCKET = "ckan-uploads"
 RESOURCE_ID = "3f1b0c8e-2a4d-4c6e-9b1a-0123456789ab"
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    """The link tasks handed to the broker (after commit), as (upload id, trigger)."""
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        "uploads.services.dispatch.async_task",
-        lambda func, upload_id, trigger, *a, **kw: sent.append((upload_id, trigger)),
-    )
-    return sent
-
-
 def make_upload(state: str = UploadState.ISSUED, **fields) -> Upload:
-    upload_id = uuid.uuid4()
-    return Upload.objects.create(
-        id=upload_id,
-        resource_id=RESOURCE_ID,
-        filename="my file.csv",
-        content_type="text/csv",
-        bucket=BUCKET,
-        key=f"resources/api_uploads/{RESOURCE_ID}/{upload_id}/my_file.csv",
-        expires_at=timezone.now() + timedelta(hours=1),
-        state=state,
-        **fields,
-    )
+    return build_upload(resource_id=RESOURCE_ID, filename="my file.csv", bucket=BUCKET, state=state, **fields)
 
 
 def r2_event(upload: Upload | None = None, *, action="PutObject", etag="abc123", key=None, when="2026-01-02T03:04:05Z"):
