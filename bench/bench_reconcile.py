@@ -19,8 +19,6 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,52 +35,9 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
-from uploads.models import Upload, UploadState  # noqa: E402
+from tests.support.synthetic_listing import PREFIX, fill_ledger, pages  # noqa: E402
 from uploads.services import reconcile  # noqa: E402
-from uploads.storage import ObjectInfo  # noqa: E402
 from uploads.validation import parse_key  # noqa: E402
-
-PREFIX = "resources/api_uploads/"
-PAGE = 1000
-WHEN = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def key_of(i: int) -> tuple[str, uuid.UUID]:
-    upload_id = uuid.UUID(int=(i << 64) | 0xABCDEF)
-    return f"{PREFIX}{uuid.UUID(int=i // 4)}/{upload_id}/file-{i}.csv", upload_id
-
-
-def pages(n: int):
-    for start in range(0, n, PAGE):
-        yield [ObjectInfo(key_of(i)[0], 1024, "0" * 32, WHEN) for i in range(start, min(n, start + PAGE))]
-
-
-def fill_ledger(n: int) -> int:
-    rows, total = [], 0
-    for i in range(n):
-        if i % 1000 == 999:
-            continue
-        key, upload_id = key_of(i)
-        rows.append(
-            Upload(
-                id=upload_id,
-                resource_id=str(uuid.UUID(int=i // 4)),
-                package_id=f"dataset-{i // 40:07d}",
-                filename="f.csv",
-                content_type="text/csv",
-                bucket="bench",
-                key=key,
-                expires_at=WHEN + timedelta(hours=1),
-                state=UploadState.LINKED,
-                object_size=1024,
-            )
-        )
-        if len(rows) == 20_000:
-            Upload.objects.bulk_create(rows, batch_size=5000)
-            total += len(rows)
-            rows = []
-    Upload.objects.bulk_create(rows, batch_size=5000)
-    return total + len(rows)
 
 
 def current_rss_mib() -> float:
@@ -105,7 +60,7 @@ def main() -> None:
     n = args.keys
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
-    rows = fill_ledger(n)
+    rows = fill_ledger(0, n, bucket="bench")
     print(f"ledger: {rows:,} linked uploads in {time.perf_counter() - started:.1f} s", flush=True)
 
     base = baseline(n)

@@ -246,3 +246,20 @@ class Discrepancy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.key}"
+
+
+class ReconcileSeen(models.Model):
+    """An upload id the listing of a running scan showed: the scan's memory, kept in the database.
+
+    The second pass over the ledger asks "was this listed?" here instead of in a Python set, so
+    memory stays flat whatever the bucket size. A run deletes its rows when it ends.
+    """
+
+    run = models.ForeignKey(ReconcileRun, on_delete=models.CASCADE, related_name="+")
+    upload_id = models.UUIDField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "upload_id"], name="reconcile_seen_once")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} listed {self.upload_id}"

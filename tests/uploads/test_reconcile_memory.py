@@ -3,58 +3,16 @@
 from __future__ import annotations
 
 import tracemalloc
-import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import override_settings
 
-from uploads.models import Upload, UploadState
+from tests.support.synthetic_listing import PREFIX, fill_ledger, pages
 from uploads.services import reconcile
-from uploads.storage import ObjectInfo
 
-PREFIX = "resources/api_uploads/"
-PAGE = 1000
 # Stated bound: the comparison's Python heap peaks under 4 MiB, whatever the listing length
-# (measured: 1.16 MiB over 50,000 keys, 1.21 MiB over 200,000).
+# (measured: 1.86 MiB over 50,000 keys, 1.86 MiB over 200,000).
 PEAK_BOUND_BYTES = 4 * 1024 * 1024
-WHEN = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def key_of(i: int) -> tuple[str, uuid.UUID]:
-    upload_id = uuid.UUID(int=(i << 64) | 0xABCDEF)
-    return f"{PREFIX}{uuid.UUID(int=i // 4)}/{upload_id}/file-{i}.csv", upload_id
-
-
-def pages(n: int) -> Iterator[list[ObjectInfo]]:
-    """Pages as storage.iter_object_pages yields them, built on the fly."""
-    for start in range(0, n, PAGE):
-        yield [ObjectInfo(key_of(i)[0], 1024, "0" * 32, WHEN) for i in range(start, min(n, start + PAGE))]
-
-
-def fill_ledger(start: int, stop: int) -> None:
-    """Every listed key has a linked upload but one in a thousand (an orphan)."""
-    rows = []
-    for i in range(start, stop):
-        if i % 1000 == 999:
-            continue
-        key, upload_id = key_of(i)
-        rows.append(
-            Upload(
-                id=upload_id,
-                resource_id=str(uuid.UUID(int=i // 4)),
-                package_id=f"dataset-{i // 40:06d}",
-                filename="f.csv",
-                content_type="text/csv",
-                bucket="b",
-                key=key,
-                expires_at=WHEN + timedelta(hours=1),
-                state=UploadState.LINKED,
-                object_size=1024,
-            )
-        )
-    Upload.objects.bulk_create(rows, batch_size=2000)
 
 
 def peak_of(n: int) -> tuple[int, reconcile.ReconcileRun]:

@@ -1,8 +1,8 @@
 """Reconciliation: compare the bucket listing, the ledger and CKAN; record and heal what differs.
 
 Memory stays flat whatever the bucket size: the listing is read one page at a time, each page
-is matched against the ledger with one query, and the ids seen are written to a scratch
-table in the database instead of a Python set, so the second pass over the ledger (expired
+is matched against the ledger with one query, and the ids seen are written to the database
+(ReconcileSeen) instead of a Python set, so the second pass over the ledger (expired
 URLs, phantoms, drift) can ask "was this listed?" without holding the listing. See
 docs/reconcile.md for the rules and the trade-offs.
 """
@@ -18,9 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from uploads import ckan, storage
@@ -31,6 +30,7 @@ from uploads.models import (
     LinkOutcome,
     LinkTrigger,
     ReconcileRun,
+    ReconcileSeen,
     RunState,
     Upload,
     UploadState,
@@ -115,59 +115,33 @@ def _distinct_keyset(queryset: QuerySet[Upload], field: str) -> Iterator[list[st
         page = values.filter(**{f"{field}__gt": chunk[-1]})
 
 
-class SeenTable:
-    """A scratch table of the upload ids the listing showed (database memory, not Python's).
+class SeenIds:
+    """The upload ids a run's listing showed, kept in the database (ReconcileSeen), not in Python."""
 
-    A regular table, not a TEMPORARY one: heals enqueue tasks, and django-q's broker closes
-    the connection between calls (close_old_connections), which would drop a temporary table.
-    Dropped at the end of the run; a crashed run's table is dropped by the next run.
-    """
+    def __init__(self, run: ReconcileRun) -> None:
+        self.run = run
 
-    PREFIX = "reconcile_seen_"
-
-    def __init__(self, run_id: int) -> None:
-        self.run_id = run_id
-        self.name = f"{self.PREFIX}{run_id}"
-        self._pk = Upload._meta.pk
-        assert self._pk is not None
-
-    def __enter__(self) -> SeenTable:
-        running = set(ReconcileRun.objects.filter(state=RunState.RUNNING).values_list("pk", flat=True))
-        column = self._pk.db_type(connection)  # type: ignore[union-attr]
-        with connection.cursor() as cursor:
-            for table in connection.introspection.table_names(cursor):
-                suffix = table.removeprefix(self.PREFIX)
-                if table.startswith(self.PREFIX) and suffix.isdigit() and int(suffix) not in running:
-                    cursor.execute(f"DROP TABLE IF EXISTS {table}")
-            cursor.execute(f"CREATE TABLE {self.name} (id {column} PRIMARY KEY)")
+    def __enter__(self) -> SeenIds:
+        # Rows of a run that crashed before cleaning up go now; a running scan keeps its own.
+        ReconcileSeen.objects.exclude(run__state=RunState.RUNNING).delete()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {self.name}")
-
-    def _db(self, ids: Iterable[uuid.UUID]) -> list[tuple[Any]]:
-        return [(self._pk.get_db_prep_value(i, connection),) for i in ids]  # type: ignore[union-attr]
+        ReconcileSeen.objects.filter(run=self.run).delete()
 
     def add(self, ids: Sequence[uuid.UUID]) -> None:
-        """Remember ids as listed (a key appears once in a listing, so no conflicts)."""
-        if ids:
-            with connection.cursor() as cursor:
-                cursor.executemany(f"INSERT INTO {self.name} (id) VALUES (%s)", self._db(ids))  # noqa: S608
+        """Remember ids as listed."""
+        ReconcileSeen.objects.bulk_create(
+            [ReconcileSeen(run=self.run, upload_id=i) for i in ids], batch_size=LEDGER_CHUNK_SIZE, ignore_conflicts=True
+        )
 
-    def subquery(self) -> RawSQL:
+    def subquery(self) -> QuerySet[ReconcileSeen, uuid.UUID]:
         """The listed ids, for ``exclude(id__in=...)``."""
-        # The table name is built from an integer run id: nothing from outside reaches the SQL.
-        return RawSQL(f"SELECT id FROM {self.name}", ())  # noqa: S608, S611
+        return ReconcileSeen.objects.filter(run=self.run).values_list("upload_id", flat=True)
 
     def listed(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Which of ``ids`` the listing showed."""
-        if not ids:
-            return set()
-        marks = ", ".join(["%s"] * len(ids))
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id FROM {self.name} WHERE id IN ({marks})", [v for (v,) in self._db(ids)])  # noqa: S608
-            return {self._pk.to_python(value) for (value,) in cursor.fetchall()}  # type: ignore[union-attr]
+        return set(self.subquery().filter(upload_id__in=ids))
 
 
 class Reconciler:
@@ -178,7 +152,7 @@ class Reconciler:
         run: ReconcileRun,
         *,
         prefix: str,
-        seen: SeenTable,
+        seen: SeenIds,
         fix: bool = False,
         dry_run: bool = False,
         delete_orphans_older_than_days: int | None = None,
@@ -681,7 +655,7 @@ def run_reconcile(
     run = ReconcileRun.objects.create(fix=fix and not dry_run, dry_run=dry_run, triggered_by=triggered_by)
     actor = f"reconcile:{triggered_by}" if triggered_by else "reconcile"
     try:
-        with SeenTable(run.pk) as seen:
+        with SeenIds(run) as seen:
             scan = Reconciler(
                 run,
                 prefix=prefix,
