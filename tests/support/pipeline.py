@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -86,13 +84,6 @@ def qcluster(env: dict[str, str], log_path: Path) -> Iterator[Any]:
             if log_path.exists():
                 sys.stderr.write(f"--- qcluster log ---\n{log_path.read_text(errors='replace')[-6000:]}\n")
             raise
-        finally:
-            # SIGTERM to the cluster's main process alone: it stops its workers in about a
-            # second. Signalling the whole group at once leaves it hanging until SIGKILL.
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=15)
 
 
 def wait_for_state(upload_id: str, state: str, *, timeout: float = 60) -> Upload:

@@ -1,0 +1,52 @@
+"""Scale-out setup: django-q2 on Redis instead of the database, end to end on real parts."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from django_q.models import OrmQ
+
+from tests.support.pipeline import issue, pipeline_environ, put, qcluster, run_command, wait_for_state
+from uploads.models import LinkAttempt, UploadState
+
+pytestmark = [pytest.mark.integration, pytest.mark.ckan, pytest.mark.django_db(transaction=True)]
+
+REDIS = ("127.0.0.1", 6379)
+CSV = b"id,v\n1,2\n"
+
+
+@pytest.fixture
+def redis_url():
+    try:
+        socket.create_connection(REDIS, timeout=1).close()
+    except OSError as exc:
+        reason = f"Redis is not reachable at {REDIS[0]}:{REDIS[1]} ({exc})"
+        if os.environ.get("REQUIRE_REDIS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # A database of its own, so a developer's broker data is never touched.
+    return f"redis://{REDIS[0]}:{REDIS[1]}/11"
+
+
+def test_an_upload_is_linked_through_a_redis_broker(
+    client, storage_world, ckan_world, ckan_settings, redis_url, tmp_path
+):
+    env = pipeline_environ(
+        storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token, REDIS_URL=redis_url
+    )
+    issued = issue(
+        client, ckan_world.editor.token, ckan_world.resource["id"], filename="r.csv", data=CSV, content_type="text/csv"
+    )
+    put(issued, CSV)
+    run_command("consume_sqs", "--once", "--wait-seconds", "0", env=env)
+    # The link task went to Redis, not to the database broker's table.
+    assert OrmQ.objects.count() == 0
+
+    with qcluster(env, tmp_path / "qcluster.log"):
+        upload = wait_for_state(issued["upload_id"], UploadState.LINKED)
+
+    assert ckan_world.site.resource_show(ckan_world.resource["id"])["url"] == upload.linked_url
+    [attempt] = LinkAttempt.objects.filter(upload_id=issued["upload_id"])
+    assert attempt.outcome == "linked"
