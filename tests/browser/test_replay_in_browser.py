@@ -12,7 +12,12 @@ from django.contrib.auth.models import Group, User
 from django.test import override_settings
 
 from dashboard.roles import OPERATORS, STEWARDS, ensure_roles
-from tests.support.pipeline import issue, pipeline_environ, put, qcluster, wait_for_state
+from tests.support.pipeline import (
+    qcluster,
+    upload_as_editor,
+    wait_for_state,
+    world_environ,
+)
 from tests.support.processes import ROOT, wait_for
 from uploads.models import LinkAttempt, Upload, UploadState
 from uploads.services.link import link_upload
@@ -72,15 +77,7 @@ def log_in(browser, live_server, username: str):
 
 def failed_upload(client, ckan_world) -> Upload:
     """A real upload whose first real link attempt failed: the service token lacked the right."""
-    issued = issue(
-        client,
-        ckan_world.editor.token,
-        ckan_world.resource["id"],
-        filename="temps.csv",
-        data=CSV,
-        content_type="text/csv",
-    )
-    put(issued, CSV)
+    issued = upload_as_editor(client, ckan_world, filename="temps.csv", data=CSV)
     response = client.post(f"/api/v1/uploads/{issued['upload_id']}/complete")
     assert response.status_code == 202, response.content
     # The viewer may read the dataset but not write it: CKAN answers 403, a permanent failure.
@@ -99,7 +96,7 @@ def test_an_operator_replays_a_failed_upload_and_sees_it_linked(
     person("otto", OPERATORS)
     person("stella", STEWARDS)
     upload = failed_upload(client, ckan_world)
-    env = pipeline_environ(storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token)
+    env = world_environ(storage_world, ckan_settings)
 
     with qcluster(env, tmp_path / "qcluster.log"):
         # The task queued by the client's complete call finds the upload failed and leaves it so.

@@ -11,7 +11,15 @@ import pytest
 from django.test import override_settings
 
 from tests.support.cf_queue import FakeCloudflareQueue
-from tests.support.pipeline import issue, median, pipeline_environ, put, qcluster, run_command, wait_for_state
+from tests.support.pipeline import (
+    median,
+    pipeline_environ,
+    qcluster,
+    run_command,
+    upload_as_editor,
+    wait_for_state,
+    world_environ,
+)
 from tests.support.processes import manage_process
 from uploads import storage
 from uploads.api_events import signature_for
@@ -45,16 +53,8 @@ def assert_ckan_shows(ckan_world, upload_id: str, data: bytes, *, content_type: 
 def test_an_s3_upload_is_linked_through_sqs_and_a_real_qcluster(
     client, storage_world, ckan_world, ckan_settings, tmp_path
 ):
-    env = pipeline_environ(storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token)
-    issued = issue(
-        client,
-        ckan_world.editor.token,
-        ckan_world.resource["id"],
-        filename="temps.csv",
-        data=CSV,
-        content_type="text/csv",
-    )
-    put(issued, CSV)
+    env = world_environ(storage_world, ckan_settings)
+    issued = upload_as_editor(client, ckan_world, filename="temps.csv", data=CSV)
 
     output = run_command("consume_sqs", "--once", "--wait-seconds", "0", env=env)
     assert "consume_sqs" in output
@@ -95,16 +95,8 @@ def post_signed(client, path: str, payload: object):
 
 
 def test_an_r2_event_pushed_to_the_webhook_is_linked(client, storage_world, ckan_world, ckan_settings, tmp_path):
-    env = pipeline_environ(storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token)
-    issued = issue(
-        client,
-        ckan_world.editor.token,
-        ckan_world.resource["id"],
-        filename="r2 push.csv",
-        data=CSV,
-        content_type="text/csv",
-    )
-    put(issued, CSV)
+    env = world_environ(storage_world, ckan_settings)
+    issued = upload_as_editor(client, ckan_world, filename="r2 push.csv", data=CSV)
 
     with qcluster(env, tmp_path / "qcluster.log"), override_settings(EVENTS_WEBHOOK_SECRET=WEBHOOK_SECRET):
         # A Worker batch, as a push consumer would forward it.
@@ -121,15 +113,7 @@ def test_an_r2_event_pushed_to_the_webhook_is_linked(client, storage_world, ckan
 def test_an_r2_event_pulled_from_a_cloudflare_queue_is_linked(
     client, storage_world, ckan_world, ckan_settings, tmp_path
 ):
-    issued = issue(
-        client,
-        ckan_world.editor.token,
-        ckan_world.resource["id"],
-        filename="r2 pull.csv",
-        data=CSV,
-        content_type="text/csv",
-    )
-    put(issued, CSV)
+    issued = upload_as_editor(client, ckan_world, filename="r2 pull.csv", data=CSV)
     with FakeCloudflareQueue() as queue:
         env = pipeline_environ(
             storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token, **queue.environ()
@@ -149,7 +133,7 @@ def test_put_to_linked_latency_through_a_running_consumer_and_qcluster(
     client, storage_world, ckan_world, ckan_settings, tmp_path
 ):
     """Median time from the PUT returning to the ledger saying linked, over sequential uploads."""
-    env = pipeline_environ(storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token)
+    env = world_environ(storage_world, ckan_settings)
     runs = 7
     latencies_ms: list[float] = []
     with (
@@ -158,15 +142,7 @@ def test_put_to_linked_latency_through_a_running_consumer_and_qcluster(
     ):
         for n in range(runs):
             data = CSV + f"C,{n}\n".encode()
-            issued = issue(
-                client,
-                ckan_world.editor.token,
-                ckan_world.resource["id"],
-                filename=f"run-{n}.csv",
-                data=data,
-                content_type="text/csv",
-            )
-            put(issued, data)
+            issued = upload_as_editor(client, ckan_world, filename=f"run-{n}.csv", data=data)
             put_done = datetime.now(UTC)
             upload = wait_for_state(issued["upload_id"], UploadState.LINKED, timeout=60)
             assert upload.linked_at is not None

@@ -12,7 +12,16 @@ import pytest
 from django.test import override_settings
 
 from tests.support.moto import drain_queue
-from tests.support.pipeline import issue, pipeline_environ, put, qcluster, run_command, wait_for_state
+from tests.support.pipeline import (
+    issue,
+    pipeline_environ,
+    put,
+    qcluster,
+    run_command,
+    upload_as_editor,
+    wait_for_state,
+    world_environ,
+)
 from tests.support.processes import stop_process_group, wait_for
 from tests.support.tcp_proxy import TcpProxy
 from uploads import storage
@@ -44,16 +53,8 @@ def take_messages(storage_world) -> list[str]:
 
 
 def test_an_event_delivered_three_times_links_once(client, storage_world, ckan_world, ckan_settings, tmp_path):
-    env = pipeline_environ(storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token)
-    issued = issue(
-        client,
-        ckan_world.editor.token,
-        ckan_world.resource["id"],
-        filename="dup.csv",
-        data=CSV,
-        content_type="text/csv",
-    )
-    put(issued, CSV)
+    env = world_environ(storage_world, ckan_settings)
+    issued = upload_as_editor(client, ckan_world, filename="dup.csv", data=CSV)
     [message] = take_messages(storage_world)
 
     with qcluster(env, tmp_path / "qcluster.log"):
@@ -75,7 +76,7 @@ def test_an_event_delivered_three_times_links_once(client, storage_world, ckan_w
 def test_events_in_reverse_order_leave_the_newest_object_linked(
     client, storage_world, ckan_world, ckan_settings, tmp_path
 ):
-    env = pipeline_environ(storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token)
+    env = world_environ(storage_world, ckan_settings)
     resource_id = ckan_world.resource["id"]
     older = issue(client, ckan_world.editor.token, resource_id, filename="v1.csv", data=CSV, content_type="text/csv")
     newer_data = CSV + b"3,gamma\n"
@@ -120,15 +121,7 @@ def test_ckan_down_during_linking_retries_then_links_when_it_returns(
     client, storage_world, ckan_world, ckan_settings, ckan_proxy, tmp_path
 ):
     env = pipeline_environ(storage_world, ckan_url=ckan_proxy.url, ckan_token=ckan_settings.sysadmin_token)
-    issued = issue(
-        client,
-        ckan_world.editor.token,
-        ckan_world.resource["id"],
-        filename="down.csv",
-        data=CSV,
-        content_type="text/csv",
-    )
-    put(issued, CSV)
+    issued = upload_as_editor(client, ckan_world, filename="down.csv", data=CSV)
     ckan_proxy.stop()
     upload_id = issued["upload_id"]
 
@@ -168,15 +161,7 @@ def test_a_qcluster_killed_mid_link_is_finished_by_the_sweep(
     env = pipeline_environ(
         storage_world, ckan_url=ckan_proxy.url, ckan_token=ckan_settings.sysadmin_token, CKAN_TIMEOUT_SECONDS="120"
     )
-    issued = issue(
-        client,
-        ckan_world.editor.token,
-        ckan_world.resource["id"],
-        filename="kill.csv",
-        data=CSV,
-        content_type="text/csv",
-    )
-    put(issued, CSV)
+    issued = upload_as_editor(client, ckan_world, filename="kill.csv", data=CSV)
     upload_id = issued["upload_id"]
     ckan_proxy.hold()
 

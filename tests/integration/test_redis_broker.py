@@ -8,7 +8,7 @@ import socket
 import pytest
 from django_q.models import OrmQ
 
-from tests.support.pipeline import issue, pipeline_environ, put, qcluster, run_command, wait_for_state
+from tests.support.pipeline import qcluster, run_command, upload_as_editor, wait_for_state, world_environ
 from uploads.models import LinkAttempt, UploadState
 
 pytestmark = [pytest.mark.integration, pytest.mark.ckan, pytest.mark.django_db(transaction=True)]
@@ -33,13 +33,8 @@ def redis_url():
 def test_an_upload_is_linked_through_a_redis_broker(
     client, storage_world, ckan_world, ckan_settings, redis_url, tmp_path
 ):
-    env = pipeline_environ(
-        storage_world, ckan_url=ckan_settings.url, ckan_token=ckan_settings.sysadmin_token, REDIS_URL=redis_url
-    )
-    issued = issue(
-        client, ckan_world.editor.token, ckan_world.resource["id"], filename="r.csv", data=CSV, content_type="text/csv"
-    )
-    put(issued, CSV)
+    env = world_environ(storage_world, ckan_settings, REDIS_URL=redis_url)
+    issued = upload_as_editor(client, ckan_world, filename="r.csv", data=CSV)
     run_command("consume_sqs", "--once", "--wait-seconds", "0", env=env)
     # The link task went to Redis, not to the database broker's table.
     assert OrmQ.objects.count() == 0

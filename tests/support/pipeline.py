@@ -60,6 +60,25 @@ def put(issued: dict, data: bytes) -> None:
     assert response.status_code == 200, response.text
 
 
+def upload_as_editor(client: Any, ckan_world: Any, *, filename: str, data: bytes) -> dict:
+    """Issue a CSV upload for the world's resource as its editor, and PUT ``data`` to it."""
+    issued = issue(
+        client,
+        ckan_world.editor.token,
+        ckan_world.resource["id"],
+        filename=filename,
+        data=data,
+        content_type="text/csv",
+    )
+    put(issued, data)
+    return issued
+
+
+def world_environ(storage_world: StorageWorld, ckan_site: Any, **overrides: str) -> dict[str, str]:
+    """pipeline_environ for the moto world and the local CKAN, linking with its sysadmin token."""
+    return pipeline_environ(storage_world, ckan_url=ckan_site.url, ckan_token=ckan_site.sysadmin_token, **overrides)
+
+
 def run_command(*args: str, env: dict[str, str], timeout: float = 120) -> str:
     """Run `manage.py <args>` to completion and return its output (fail on a non-zero exit)."""
     done = subprocess.run(
