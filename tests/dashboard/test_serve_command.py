@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 
+import boto3
 import pytest
 import requests
 
@@ -80,6 +82,22 @@ def test_it_serves_with_embedded_storage_and_stops_everything_on_ctrl_c(tmp_path
         assert requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=5).status_code == 200
         children = children_of(proc.pid)
         assert len(children) >= 3, output  # gunicorn, qcluster, consume_sqs
+        # The consumer is alive and wired: an object put into the embedded bucket becomes an event.
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{storage_port}",
+            region_name="us-east-1",
+            aws_access_key_id="embedded-moto",
+            aws_secret_access_key="embedded-moto",
+        )
+        s3.put_object(Bucket="ckan-uploads", Key="stray/object.csv", Body=b"a,b\n")
+
+        def recorded_keys() -> list[str]:
+            with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+                return [key for (key,) in db.execute("SELECT key FROM uploads_storageevent")]
+
+        assert wait_for(recorded_keys, timeout=60, what="the SQS consumer to record the event") == ["stray/object.csv"]
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)

@@ -71,7 +71,6 @@ class StorageWorld:
                     "SQS_QUEUE_URL": self.queue_url,
                     "AWS_ENDPOINT_URL_SQS": self.endpoint,
                     "AWS_REGION": "us-east-1",
-                    "AWS_DEFAULT_REGION": "us-east-1",
                     "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                     "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
                 }

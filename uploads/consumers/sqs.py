@@ -8,6 +8,7 @@ boto3's own standard AWS_* configuration; mixing them would hand the bucket's cr
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -37,7 +38,10 @@ def make_sqs_client(*, wait_seconds: int = LONG_POLL_SECONDS) -> Any:
         read_timeout=wait_seconds + 10,  # a long poll holds the connection open for wait_seconds
         retries={"max_attempts": 3, "mode": "standard"},
     )
-    return boto3.session.Session().client("sqs", config=config)
+    # botocore itself reads only AWS_DEFAULT_REGION; AWS_REGION is the name the AWS SDKs and this
+    # project document, so honour it first.
+    region = os.environ.get("AWS_REGION") or None
+    return boto3.session.Session().client("sqs", region_name=region, config=config)
 
 
 class SqsConsumer:
