@@ -35,7 +35,7 @@ from uploads.models import (
     Upload,
     UploadState,
 )
-from uploads.services import ingest, link
+from uploads.services import ingest, link, sweep
 from uploads.validation import parse_key
 
 log = logging.getLogger(__name__)
@@ -569,10 +569,7 @@ def heal_expired(finding: Finding) -> HealOutcome:
     """Mark an issued URL that expired without an object as expired (conditional: races are fine)."""
     if finding.upload_id is None:
         return HealOutcome(DiscrepancyState.RESOLVED, "no upload to expire")
-    changed = Upload.objects.filter(pk=finding.upload_id, state=UploadState.ISSUED).update(
-        state=UploadState.EXPIRED, updated_at=timezone.now()
-    )
-    if changed:
+    if sweep.expire_uploads([finding.upload_id], now=timezone.now()):
         return HealOutcome(DiscrepancyState.HEALED, "marked expired")
     return HealOutcome(DiscrepancyState.RESOLVED, "no longer issued: nothing to do")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
@@ -88,5 +89,10 @@ def expire_stale_uploads(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
     )
     if not ids:
         return 0
+    return expire_uploads(ids, now=now)
+
+
+def expire_uploads(ids: list[UUID], *, now: datetime) -> int:
+    """issued → expired for these uploads; returns how many moved."""
     # Conditional on the state: an object seen in between moves the row to uploaded first.
-    return Upload.objects.filter(pk__in=ids, state=UploadState.ISSUED).update(state=UploadState.EXPIRED)
+    return Upload.objects.filter(pk__in=ids, state=UploadState.ISSUED).update(state=UploadState.EXPIRED, updated_at=now)
