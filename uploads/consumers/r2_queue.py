@@ -7,7 +7,6 @@ unreadable ones are kept raw in the ledger and acknowledged, so they are shown, 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ import requests
 from django.db import close_old_connections
 
 from uploads.consumers.recording import Tally, record_message
+from uploads.consumers.signals import StoppableLoop
 from uploads.events import parse_r2_pulled_message
 from uploads.models import EventSource
 
@@ -79,7 +79,7 @@ class CloudflareQueueClient:
         )
 
 
-class R2QueueConsumer:
+class R2QueueConsumer(StoppableLoop):
     """A pull/record/ack loop; ``stop()`` ends it at the next safe point."""
 
     def __init__(
@@ -91,17 +91,12 @@ class R2QueueConsumer:
         retry_delay_seconds: int = 30,
         idle_seconds: float = 5.0,
     ) -> None:
+        super().__init__()
         self.client = client
         self.batch_size = max(1, min(batch_size, MAX_BATCH_SIZE))
         self.visibility_timeout_ms = max(1, min(visibility_timeout_ms, MAX_VISIBILITY_TIMEOUT_MS))
         self.retry_delay_seconds = retry_delay_seconds
         self.idle_seconds = idle_seconds
-        self.stopping = threading.Event()
-        # True while received messages are being recorded and acknowledged: not a moment to exit.
-        self.busy = False
-
-    def stop(self) -> None:
-        self.stopping.set()
 
     def handle(self, message: dict[str, Any]) -> Tally:
         """Record one pulled message; failed=1 when it could not be recorded."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -13,6 +14,18 @@ class Stoppable(Protocol):
     busy: bool
 
     def stop(self) -> None: ...
+
+
+class StoppableLoop:
+    """What every consumer loop shares: a stop request, and whether a batch is in hand."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        # True while received messages are being recorded and acknowledged: not a moment to exit.
+        self.busy = False
+
+    def stop(self) -> None:
+        self.stopping.set()
 
 
 @contextmanager

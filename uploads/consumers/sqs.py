@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any
 
 import boto3
@@ -18,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.db import close_old_connections
 
 from uploads.consumers.recording import Tally, record_message
+from uploads.consumers.signals import StoppableLoop
 from uploads.events import parse_json_bytes, parse_s3_body
 from uploads.models import EventSource
 
@@ -44,20 +44,15 @@ def make_sqs_client(*, wait_seconds: int = LONG_POLL_SECONDS) -> Any:
     return boto3.session.Session().client("sqs", region_name=region, config=config)
 
 
-class SqsConsumer:
+class SqsConsumer(StoppableLoop):
     """A receive/record/delete loop over one queue; ``stop()`` ends it at the next safe point."""
 
     def __init__(self, *, client: Any, queue_url: str, wait_seconds: int = LONG_POLL_SECONDS, batch_size: int = 10):
+        super().__init__()
         self.client = client
         self.queue_url = queue_url
         self.wait_seconds = wait_seconds
         self.batch_size = batch_size
-        self.stopping = threading.Event()
-        # True while received messages are being recorded and acknowledged: not a moment to exit.
-        self.busy = False
-
-    def stop(self) -> None:
-        self.stopping.set()
 
     def receive(self, wait_seconds: int) -> list[dict[str, Any]]:
         try:
