@@ -14,6 +14,7 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
+from tests.support.factories import make_upload as build_upload
 from uploads import storage
 from uploads.models import LinkAttempt, LinkOutcome, Upload, UploadState
 from uploads.services import link
@@ -61,24 +62,20 @@ def make_upload(
     state: str = UploadState.UPLOADED,
     put_content_type: str | None = None,
 ) -> Upload:
-    upload_id = uuid.uuid4()
-    key = f"resources/api_uploads/{RESOURCE_ID}/{upload_id}/{filename.replace(' ', '_')}"
     now = issued_at or timezone.now()
-    upload = Upload.objects.create(
-        id=upload_id,
+    upload = build_upload(
         resource_id=RESOURCE_ID,
         filename=filename,
         content_type=content_type,
         declared_size=declared_size,
         bucket=storage_world.bucket,
-        key=key,
         issued_at=now,
         expires_at=now + timedelta(hours=1),
         state=state,
     )
     if body is not None:
         storage_world.s3.put_object(
-            Bucket=storage_world.bucket, Key=key, Body=body, ContentType=put_content_type or content_type
+            Bucket=storage_world.bucket, Key=upload.key, Body=body, ContentType=put_content_type or content_type
         )
     return upload
 

@@ -9,10 +9,10 @@ import responses
 from django.test import override_settings
 from django.utils import timezone
 
+from tests.support.factories import make_upload as build_upload
 from uploads import storage
 from uploads.models import Discrepancy, DiscrepancyKind, DiscrepancyState, RunState, Upload, UploadState
 from uploads.services import reconcile
-from uploads.validation import build_key
 
 CKAN = "http://ckan.example.test"
 PREFIX = "resources/api_uploads/"
@@ -56,29 +56,24 @@ def fake_ckan():
 
 def make_upload(world, *, state=UploadState.ISSUED, body: bytes | None = b"a,b\n1,2\n", resource_id=None, **fields):
     """A ledger row (and, unless body is None, its object in the moto bucket)."""
-    resource_id = resource_id or str(uuid.uuid4())
-    upload_id = uuid.uuid4()
-    key = build_key(PREFIX, resource_id, upload_id, "data.csv")
     now = timezone.now()
     values = {
-        "id": upload_id,
-        "resource_id": resource_id,
         "package_id": PACKAGE_ID,
-        "filename": "data.csv",
-        "content_type": "text/csv",
         "bucket": world.bucket,
-        "key": key,
         "issued_at": now - timedelta(minutes=30),
         "expires_at": now + timedelta(minutes=30),
         "state": state,
     }
     if body is not None:
-        world.s3.put_object(Bucket=world.bucket, Key=key, Body=body, ContentType="text/csv")
         values["object_size"] = len(body)
-    if state == UploadState.LINKED:
-        values.update(linked_at=now, linked_url=storage.public_url(key))
     values.update(fields)
-    return Upload.objects.create(**values)
+    upload = build_upload(resource_id=resource_id, **values)
+    if body is not None:
+        world.s3.put_object(Bucket=world.bucket, Key=upload.key, Body=body, ContentType="text/csv")
+    if state == UploadState.LINKED and "linked_url" not in fields:
+        Upload.objects.filter(pk=upload.pk).update(linked_at=now, linked_url=storage.public_url(upload.key))
+        upload.refresh_from_db()
+    return upload
 
 
 def ckan_resource(upload, **overrides):
