@@ -136,8 +136,16 @@ class ResourceFilter(InputFilter):
     field_name = "resource_id"
 
 
+class LedgerListAdmin(ReadOnlyAdmin):
+    """A ledger list that stays fast at millions of rows: no exact COUNT(*) beyond a cap."""
+
+    show_full_result_count = False
+    paginator = CheapCountPaginator
+    list_per_page = 50
+
+
 @admin.register(Upload)
-class UploadAdmin(ReadOnlyAdmin):
+class UploadAdmin(LedgerListAdmin):
     list_display = ("filename", "state_badge", "resource_id", "requested_by", "issued_at", "attempts", "linked_at")
     list_filter = ("state", ("issued_at", admin.DateFieldListFilter), RequesterFilter, DatasetFilter, ResourceFilter)
     search_fields = ("=id", "=resource_id", "=package_id", "key", "filename", "=requested_by")
@@ -146,9 +154,6 @@ class UploadAdmin(ReadOnlyAdmin):
     )
     ordering = ("-issued_at",)
     sortable_by = ("filename", "state_badge", "issued_at", "linked_at", "attempts", "requested_by")
-    show_full_result_count = False
-    paginator = CheapCountPaginator
-    list_per_page = 50
     actions = ["replay_selected"]
     change_form_template = "admin/uploads/upload/change_form.html"
     fieldsets = (
@@ -351,15 +356,12 @@ def build_timeline(upload: Upload) -> list[dict[str, Any]]:
 
 
 @admin.register(StorageEvent)
-class StorageEventAdmin(ReadOnlyAdmin):
+class StorageEventAdmin(LedgerListAdmin):
     list_display = ("first_received_at", "status_badge", "source", "action", "key", "upload_link", "deliveries")
     list_filter = ("status", "source", "action", ("first_received_at", admin.DateFieldListFilter))
     search_fields = ("=key",)
     search_help_text = "An exact object key."
     ordering = ("-first_received_at",)
-    show_full_result_count = False
-    paginator = CheapCountPaginator
-    list_per_page = 50
     fields = (
         "status_badge",
         "source",
@@ -412,13 +414,10 @@ class StorageEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(LinkAttempt)
-class LinkAttemptAdmin(ReadOnlyAdmin):
+class LinkAttemptAdmin(LedgerListAdmin):
     list_display = ("started_at", "upload_link", "trigger", "triggered_by", "outcome_badge", "ckan_status", "error")
     list_filter = ("outcome", "trigger", ("started_at", admin.DateFieldListFilter))
     ordering = ("-started_at",)
-    show_full_result_count = False
-    paginator = CheapCountPaginator
-    list_per_page = 50
     fields = (
         "upload_link",
         "started_at",
