@@ -17,7 +17,7 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_database_url() -> str:
+def current_database_url() -> str:
     """A DATABASE_URL for the database the tests are using right now."""
     s = connection.settings_dict
     if s["ENGINE"] == "django.db.backends.sqlite3":
@@ -35,7 +35,7 @@ def child_environ(**overrides: str) -> dict[str, str]:
         {
             "DJANGO_SETTINGS_MODULE": "dashboard.settings",
             "DOTENV_PATH": os.devnull,
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": current_database_url(),
             "PYTHONUNBUFFERED": "1",
             "Q_WORKERS": "2",
         }
