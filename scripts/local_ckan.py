@@ -307,8 +307,21 @@ def is_ours(pid: int | None, kind: str) -> bool:
             return False
     cmd = cmdline(pid)
     if kind == "gunicorn":
-        return "gunicorn" in cmd and CKAN_DIR in cmd
-    return STUB_SCRIPT in cmd
+        return "gunicorn" in cmd and mentions_ckan_dir(cmd)
+    return "solr_stub.py" in cmd and mentions_ckan_dir(cmd)
+
+
+def mentions_ckan_dir(cmd: str) -> bool:
+    """True if a path in the command line lies in .ckan/, also when reached through a symlink
+    (a git worktree sharing this CKAN, say): our processes are told by their paths."""
+    real = os.path.realpath(CKAN_DIR)
+    for token in cmd.split():
+        if not token.startswith("/"):
+            continue
+        path = os.path.realpath(token)
+        if path == real or path.startswith(real + os.sep):
+            return True
+    return False
 
 
 def find_orphan(kind: str) -> int | None:
