@@ -126,6 +126,19 @@ STORAGE_PUBLIC_BASE_URL = env_str("STORAGE_PUBLIC_BASE_URL").rstrip("/")
 MAX_UPLOAD_URL_TTL = 604800
 UPLOAD_URL_TTL = env_int("UPLOAD_URL_TTL", 3600, minimum=1, maximum=MAX_UPLOAD_URL_TTL)
 
+# --- Large files (multipart) --------------------------------------------------------------
+_MIB = 1024**2
+# Above this declared size (or when the client asks) an upload is multipart.
+MULTIPART_THRESHOLD = env_int("MULTIPART_THRESHOLD", 100 * _MIB, minimum=5 * _MIB, maximum=5 * 1024**3)
+# The part size the service prefers; it grows when the file would need more than 10,000 parts.
+MULTIPART_PART_SIZE = env_int("MULTIPART_PART_SIZE", 64 * _MIB, minimum=5 * _MIB, maximum=5 * 1024**3)
+# R2's object limit (S3 allows 48.8 TiB in 10,000 parts of 5 GiB; R2 stops at 5 TiB).
+UPLOAD_MAX_SIZE = env_int("UPLOAD_MAX_SIZE", 5 * 1024**4, minimum=1, maximum=10_000 * 5 * 1024**3)
+# How long an unfinished multipart upload may stay open (R2's own lifecycle default: 7 days).
+MULTIPART_MAX_AGE = env_int("MULTIPART_MAX_AGE", 7 * 86400, minimum=3600, maximum=30 * 86400)
+# Part URLs handed out in one answer (the rest come from POST /uploads/<id>/parts).
+MULTIPART_URLS_PER_PAGE = env_int("MULTIPART_URLS_PER_PAGE", 100, minimum=1, maximum=1000)
+
 # --- Linking ------------------------------------------------------------------------------
 LINK_MAX_ATTEMPTS = env_int("LINK_MAX_ATTEMPTS", 8, minimum=1, maximum=100)
 LINK_RETRY_BASE_SECONDS = env_int("LINK_RETRY_BASE_SECONDS", 30, minimum=1)

@@ -8,18 +8,20 @@ from typing import Any
 from uuid import UUID
 
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from uploads import ckan, storage
 from uploads.api_events import router as events_router
 from uploads.models import Upload
-from uploads.services import ingest, issue
+from uploads.services import complete, issue
+from uploads.services.issue import UploadConflict
+from uploads.services.owner import NotOwner, authorize_owner
 from uploads.validation import (
     InvalidInput,
     clean_content_type,
@@ -84,6 +86,18 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(request, 404, "not_found", "no such upload")
 
 
+@api.exception_handler(NotOwner)
+def _not_owner(request: HttpRequest, exc: NotOwner) -> HttpResponse:
+    return error_response(
+        request, 403, "not_owner", "this upload was started by another CKAN user: use that user's token"
+    )
+
+
+@api.exception_handler(UploadConflict)
+def _conflict(request: HttpRequest, exc: UploadConflict) -> HttpResponse:
+    return error_response(request, 409, exc.code, exc.message, **exc.details)
+
+
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return error_response(request, exc.status_code, "http_error", str(exc))
@@ -111,6 +125,8 @@ def _ckan_error(request: HttpRequest, exc: ckan.CkanError) -> HttpResponse:
 def _storage_error(request: HttpRequest, exc: storage.StorageError) -> HttpResponse:
     if isinstance(exc, storage.StorageNotConfigured):
         return error_response(request, 503, "storage_not_configured", str(exc))
+    if isinstance(exc, storage.MultipartUploadGone):
+        return error_response(request, 409, "upload_gone", "the store no longer knows this multipart upload")
     log.warning("storage error: %s", exc)
     return error_response(request, 502, "storage_unavailable", "object storage could not be reached")
 
@@ -122,7 +138,14 @@ class FileFields(BaseModel):
     filename: str = Field(max_length=1024, description="The file's name: no path parts")
     content_type: str = Field(max_length=255, examples=["text/csv"])
     size: int | None = Field(None, description="Bytes; when given, the upload must be exactly this size")
-    sha256: str | None = Field(None, description="Hex SHA-256 of the file; when given, the store verifies it")
+    sha256: str | None = Field(
+        None,
+        description="Hex SHA-256 of the file: the store verifies it for a single PUT; multipart only records it",
+    )
+    multipart: bool | None = Field(
+        None,
+        description="Force (true) or refuse (false) multipart; by default sizes above MULTIPART_THRESHOLD are",
+    )
 
     @field_validator("filename")
     @classmethod
@@ -169,14 +192,27 @@ class ResourceRequest(FileFields):
     name: str = Field(min_length=1, max_length=1000)
 
 
+class PartUrlOut(Schema):
+    part_number: int
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
 class IssuedUploadOut(Schema):
     upload_id: UUID
-    upload_url: str
-    method: str = "PUT"
+    method: str = Field(description="PUT (one request to upload_url) or MULTIPART (one PUT per part)")
+    upload_url: str | None
     headers: dict[str, str]
     key: str
-    expires_at: datetime
+    expires_at: datetime = Field(description="When the URL (single PUT) or the multipart upload expires")
     status_url: str
+    complete_url: str
+    multipart: bool
+    part_size: int | None = Field(description="Bytes in every part but the last")
+    part_count: int | None
+    parts: list[PartUrlOut] = Field(description="Presigned URLs for the first parts; more from parts_url")
+    parts_url: str | None
 
 
 class ResourceCreatedOut(Schema):
@@ -184,22 +220,59 @@ class ResourceCreatedOut(Schema):
     upload: IssuedUploadOut
 
 
+class UploadStateOut(Schema):
+    upload_id: UUID
+    state: str
+
+
 class UploadStatusOut(Schema):
     upload_id: UUID
-    resource_id: str
     state: str
-    issued_at: datetime
-    expires_at: datetime
-    uploaded_at: datetime | None
-    linked_at: datetime | None
-    size: int | None
+    resource_id: str | None = None
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+    uploaded_at: datetime | None = None
+    linked_at: datetime | None = None
+    linked_url: str | None = None
+    size: int | None = None
+    etag: str | None = None
+    last_error: str | None = None
+    multipart: bool | None = None
+    part_size: int | None = None
+    part_count: int | None = None
+    declared_sha256: str | None = None
+    verified_sha256: str | None = None
+
+
+class PartNumbersIn(Schema):
+    part_numbers: list[int] = Field(min_length=1, max_length=issue.MAX_PART_URLS_PER_CALL)
+
+
+class PartUrlsOut(Schema):
+    parts: list[PartUrlOut]
+
+
+class StoredPartOut(Schema):
+    part_number: int
+    size: int
     etag: str
-    last_error: str
 
 
-class CompleteOut(Schema):
-    upload_id: UUID
-    state: str
+class StoredPartsOut(Schema):
+    part_size: int
+    part_count: int
+    parts: list[StoredPartOut]
+
+
+class CompletedPartIn(Schema):
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=200)
+
+
+class CompleteIn(Schema):
+    parts: list[CompletedPartIn] | None = Field(
+        None, max_length=10_000, description="The ETags the client got for its parts (checked against the bucket)"
+    )
 
 
 class ErrorOut(Schema):
@@ -207,23 +280,80 @@ class ErrorOut(Schema):
 
 
 ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 502, 503)}
+OWNER_ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 502, 503)}
 
 
 def _client_address(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def _url(request: HttpRequest, name: str, upload_id: UUID) -> str:
+    return request.build_absolute_uri(reverse(f"api-v1:{name}", args=[upload_id]))
+
+
+def _part_out(part: issue.PartUrl) -> dict[str, Any]:
+    return {"part_number": part.part_number, "url": part.url, "headers": part.headers, "expires_at": part.expires_at}
+
+
 def _issued_out(request: HttpRequest, issued: issue.IssuedUpload) -> dict[str, Any]:
     upload = issued.upload
+    multipart = upload.is_multipart
     return {
         "upload_id": upload.id,
-        "upload_url": issued.url,
-        "method": "PUT",
+        "method": "MULTIPART" if multipart else "PUT",
+        "upload_url": None if multipart else issued.url,
         "headers": issued.headers,
         "key": upload.key,
         "expires_at": upload.expires_at,
-        "status_url": request.build_absolute_uri(reverse("api-v1:upload_status", args=[upload.id])),
+        "status_url": _url(request, "upload_status", upload.id),
+        "complete_url": _url(request, "upload_complete", upload.id),
+        "multipart": multipart,
+        "part_size": upload.part_size,
+        "part_count": upload.part_count,
+        "parts": [_part_out(p) for p in issued.parts],
+        "parts_url": _url(request, "upload_parts", upload.id) if multipart else None,
     }
+
+
+def _optional_body(request: HttpRequest, schema: type[Schema]) -> Any:
+    """A JSON body validated by ``schema``, or None when the request has no body (or an empty form)."""
+    if not request.body.strip():
+        return None
+    media = (request.content_type or "").lower()
+    if media != "application/json" and not media.endswith("+json"):
+        if media in ("multipart/form-data", "application/x-www-form-urlencoded") and not (
+            request.POST or request.FILES
+        ):
+            return None
+        raise HttpError(415, "send the body as application/json")
+    try:
+        return schema.model_validate_json(request.body)
+    except PydanticValidationError as exc:
+        raise NinjaValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+def _upload(upload_id: UUID) -> Upload:
+    upload = Upload.objects.filter(pk=upload_id).first()
+    if upload is None:
+        raise Http404
+    return upload
+
+
+def _owned_upload(request: HttpRequest, upload_id: UUID) -> Upload:
+    """The upload, when the request's token belongs to the CKAN user who started it (else 403)."""
+    upload = _upload(upload_id)
+    authorize_owner(upload, request.auth)  # type: ignore[attr-defined]
+    return upload
+
+
+def _may_see_details(request: HttpRequest, upload: Upload) -> bool:
+    """The owner's token, or a staff session allowed to view the ledger; another token is refused."""
+    token = (request.headers.get("Authorization") or "").strip()
+    if token:
+        authorize_owner(upload, token)
+        return True
+    user = getattr(request, "user", None)
+    return bool(user and user.is_authenticated and user.is_staff and user.has_perm("uploads.view_upload"))
 
 
 # --- endpoints ---------------------------------------------------------------------------
@@ -231,13 +361,14 @@ def _issued_out(request: HttpRequest, issued: issue.IssuedUpload) -> dict[str, A
 
 @api.post("/uploads", auth=CkanToken(), response={201: IssuedUploadOut, **ERRORS}, url_name="upload_create")
 def create_upload(request: HttpRequest, payload: UploadRequest) -> Status:
-    """Issue a presigned PUT URL for a resource the caller may update in CKAN."""
+    """Issue a presigned PUT URL (or, for a large file, a multipart upload) for a resource the caller may update."""
     issued = issue.issue_upload(
         resource_id=payload.resource_id,
         filename=payload.filename,
         content_type=payload.content_type,
         size=payload.size,
         sha256=payload.sha256 or "",
+        multipart=payload.multipart,
         client_token=request.auth,  # type: ignore[attr-defined]
         client_address=_client_address(request),
     )
@@ -246,8 +377,8 @@ def create_upload(request: HttpRequest, payload: UploadRequest) -> Status:
 
 @api.post("/resources", auth=CkanToken(), response={201: ResourceCreatedOut, **ERRORS}, url_name="resource_create")
 def create_resource(request: HttpRequest, payload: ResourceRequest) -> Status:
-    """Create a CKAN resource with the caller's token, then issue an upload URL for its file."""
-    fields = payload.model_dump(exclude={"filename", "content_type", "size", "sha256"}, exclude_none=True)
+    """Create a CKAN resource with the caller's token, then issue an upload for its file."""
+    fields = payload.model_dump(exclude={"filename", "content_type", "size", "sha256", "multipart"}, exclude_none=True)
     for forbidden in ("id", "url_type", "upload"):
         if forbidden in fields:
             raise InvalidInput(forbidden, "cannot be set here")
@@ -259,39 +390,112 @@ def create_resource(request: HttpRequest, payload: ResourceRequest) -> Status:
         content_type=payload.content_type,
         size=payload.size,
         sha256=payload.sha256 or "",
+        multipart=payload.multipart,
         client_token=request.auth,  # type: ignore[attr-defined]
         client_address=_client_address(request),
     )
     return Status(201, {"resource": resource, "upload": _issued_out(request, issued)})
 
 
-@api.get("/uploads/{upload_id}", response={200: UploadStatusOut, 404: ErrorOut}, url_name="upload_status")
+@api.get(
+    "/uploads/{upload_id}",
+    response={200: UploadStatusOut, **{code: ErrorOut for code in (403, 404, 502)}},
+    url_name="upload_status",
+    exclude_unset=True,
+)
 def upload_status(request: HttpRequest, upload_id: UUID) -> dict[str, Any]:
-    """Where an upload stands. The upload id is an unguessable capability."""
-    upload = get_object_or_404(Upload, pk=upload_id)
+    """Where an upload stands: the state for anyone; the details for its owner's token or a steward."""
+    upload = _upload(upload_id)
+    if not _may_see_details(request, upload):
+        return {"upload_id": upload.id, "state": upload.state}
     return {
         "upload_id": upload.id,
-        "resource_id": upload.resource_id,
         "state": upload.state,
+        "resource_id": upload.resource_id,
         "issued_at": upload.issued_at,
         "expires_at": upload.expires_at,
         "uploaded_at": upload.object_seen_at,
         "linked_at": upload.linked_at,
+        "linked_url": upload.linked_url,
         "size": upload.object_size,
         "etag": upload.object_etag,
         "last_error": upload.last_error,
+        "multipart": upload.is_multipart,
+        "part_size": upload.part_size,
+        "part_count": upload.part_count,
+        "declared_sha256": upload.declared_sha256,
+        "verified_sha256": upload.verified_sha256,
     }
 
 
-@api.post("/uploads/{upload_id}/complete", response={202: CompleteOut, 404: ErrorOut}, url_name="upload_complete")
+@api.post(
+    "/uploads/{upload_id}/parts",
+    auth=CkanToken(),
+    response={200: PartUrlsOut, **OWNER_ERRORS},
+    url_name="upload_parts",
+)
+def sign_parts(request: HttpRequest, upload_id: UUID, payload: PartNumbersIn) -> dict[str, Any]:
+    """Fresh presigned URLs for parts of a multipart upload (after they expired, or to resume)."""
+    upload = _owned_upload(request, upload_id)
+    return {"parts": [_part_out(p) for p in issue.sign_parts(upload, payload.part_numbers)]}
+
+
+@api.get(
+    "/uploads/{upload_id}/parts",
+    auth=CkanToken(),
+    response={200: StoredPartsOut, **OWNER_ERRORS},
+    url_name="upload_parts_list",
+)
+def list_parts(request: HttpRequest, upload_id: UUID) -> dict[str, Any]:
+    """The parts the bucket already holds, so a client resumes without sending them again."""
+    upload = _owned_upload(request, upload_id)
+    parts = issue.uploaded_parts(upload)
+    return {
+        "part_size": upload.part_size,
+        "part_count": upload.part_count,
+        "parts": [{"part_number": p.part_number, "size": p.size, "etag": p.etag} for p in parts],
+    }
+
+
+@api.post(
+    "/uploads/{upload_id}/complete",
+    auth=CkanToken(),
+    response={202: UploadStateOut, 415: ErrorOut, **OWNER_ERRORS},
+    url_name="upload_complete",
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": CompleteIn.model_json_schema()}},
+        }
+    },
+)
 def complete_upload(request: HttpRequest, upload_id: UUID) -> Status:
-    """The client's hint that its PUT finished: recorded like a storage event, then linked."""
-    try:
-        ingest.record_client_complete(upload_id=upload_id)
-    except Upload.DoesNotExist:
-        raise Http404 from None
-    state = Upload.objects.values_list("state", flat=True).get(pk=upload_id)
+    """Say "I am done; check now": confirms the object (completing a multipart upload) and links it at once.
+
+    The body is optional (a bare POST is fine); ``{"parts": [...]}`` has the service check the
+    client's ETags against the bucket's.
+    """
+    upload = _owned_upload(request, upload_id)
+    payload = _optional_body(request, CompleteIn)
+    claimed = (
+        [complete.ClientPart(part_number=p.part_number, etag=p.etag) for p in payload.parts]
+        if payload is not None and payload.parts
+        else None
+    )
+    state = complete.complete_upload(upload=upload, parts=claimed)
     return Status(202, {"upload_id": upload_id, "state": state})
+
+
+@api.delete(
+    "/uploads/{upload_id}",
+    auth=CkanToken(),
+    response={200: UploadStateOut, **OWNER_ERRORS},
+    url_name="upload_abort",
+)
+def abort_upload(request: HttpRequest, upload_id: UUID) -> dict[str, Any]:
+    """Abort an unfinished upload: its parts are deleted in the bucket."""
+    upload = _owned_upload(request, upload_id)
+    return {"upload_id": upload.id, "state": complete.abort_upload(upload_id=upload.id)}
 
 
 api.add_router("/events", events_router)

@@ -16,6 +16,7 @@ class UploadState(models.TextChoices):
     FAILED = "failed", "Failed"
     EXPIRED = "expired", "Expired"
     SUPERSEDED = "superseded", "Superseded"
+    ABORTED = "aborted", "Aborted"
 
 
 class Upload(models.Model):
@@ -33,9 +34,17 @@ class Upload(models.Model):
 
     requested_by = models.CharField(max_length=200, blank=True, help_text="CKAN user name")
     requested_by_id = models.CharField(max_length=100, blank=True, help_text="CKAN user id")
+    # HMAC of the requester's token with the secret key: the same token acts on its upload
+    # without asking CKAN who it is. Never the token itself.
+    token_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
     client_address = models.GenericIPAddressField(null=True, blank=True)
     issued_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
+
+    # Multipart uploads (files above MULTIPART_THRESHOLD): the store's upload id and the plan.
+    multipart_upload_id = models.CharField(max_length=1024, blank=True)
+    part_size = models.BigIntegerField(null=True, blank=True)
+    part_count = models.PositiveIntegerField(null=True, blank=True)
 
     # What the object turned out to be (from events, confirmed by HEAD before linking).
     object_size = models.BigIntegerField(null=True, blank=True)
@@ -44,6 +53,8 @@ class Upload(models.Model):
     object_last_modified = models.DateTimeField(null=True, blank=True)
     object_seen_at = models.DateTimeField(null=True, blank=True)
     object_deleted_at = models.DateTimeField(null=True, blank=True)
+    # The SHA-256 the store itself checked (S3 checksums); declared_sha256 is only the client's word.
+    verified_sha256 = models.CharField(max_length=64, blank=True)
 
     state = models.CharField(max_length=20, choices=UploadState.choices, default=UploadState.ISSUED)
     attempts = models.PositiveIntegerField(default=0)
@@ -80,6 +91,10 @@ class Upload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.filename} → {self.resource_id} ({self.state})"
+
+    @property
+    def is_multipart(self) -> bool:
+        return bool(self.multipart_upload_id)
 
 
 class EventSource(models.TextChoices):
@@ -207,6 +222,8 @@ class DiscrepancyKind(models.TextChoices):
     PHANTOM = "phantom", "Phantom (object gone)"
     DRIFT = "drift", "Drift (CKAN differs)"
     SUPERSEDED = "superseded", "Superseded object (reclaimable)"
+    UNLINKED = "unlinked", "Failed, but the object is in the bucket"
+    STRAY_MULTIPART = "stray_multipart", "Multipart upload unknown to the ledger"
 
 
 class DiscrepancyState(models.TextChoices):

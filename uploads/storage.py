@@ -1,4 +1,4 @@
-"""The only module that imports boto3: presign, head, list, delete.
+"""The only module that imports boto3: presign, head, list, delete, multipart.
 
 One client per process, built lazily from settings and reused: building a client costs far
 more than signing a URL. The client is R2-safe: region ``auto`` by default, SigV4, and
@@ -37,6 +37,26 @@ class PresignedPut:
     url: str
     headers: dict[str, str]
     expires_in: int
+
+
+class MultipartUploadGone(StorageError):
+    """The store no longer knows this multipart upload (completed, aborted or expired)."""
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    part_number: int
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class MultipartInfo:
+    """A multipart upload in progress, as the store lists it."""
+
+    key: str
+    upload_id: str
+    initiated: datetime | None
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,100 @@ def presign_put(
 
 def _strip_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _multipart_failure(action: str, key: str, exc: BotoCoreError | ClientError) -> StorageError:
+    if isinstance(exc, ClientError):
+        code = _error_code(exc)
+        if code in {"NoSuchUpload", "404"}:
+            return MultipartUploadGone(f"{action} {key!r}: the multipart upload no longer exists")
+        return StorageError(f"{action} {key!r} failed: {code or type(exc).__name__}")
+    return StorageError(f"{action} {key!r} failed: {type(exc).__name__}")
+
+
+def create_multipart_upload(key: str, *, content_type: str) -> str:
+    """Start a multipart upload of ``key``; returns the store's upload id."""
+    try:
+        answer = get_client().create_multipart_upload(Bucket=settings.STORAGE_BUCKET, Key=key, ContentType=content_type)
+    except (BotoCoreError, ClientError) as exc:
+        raise _multipart_failure("CreateMultipartUpload", key, exc) from None
+    return str(answer["UploadId"])
+
+
+def presign_upload_part(
+    key: str, *, upload_id: str, part_number: int, content_length: int, expires_in: int
+) -> PresignedPut:
+    """Sign the PUT of one part; bound to its part number and its exact length."""
+    params = {
+        "Bucket": settings.STORAGE_BUCKET,
+        "Key": key,
+        "UploadId": upload_id,
+        "PartNumber": part_number,
+        "ContentLength": content_length,
+    }
+    ttl = capped_ttl(expires_in)
+    try:
+        url = get_client().generate_presigned_url("upload_part", Params=params, ExpiresIn=ttl, HttpMethod="PUT")
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"could not sign a part URL: {type(exc).__name__}") from None
+    return PresignedPut(url=url, headers={"Content-Length": str(content_length)}, expires_in=ttl)
+
+
+def list_parts(key: str, *, upload_id: str) -> list[PartInfo]:
+    """Every part the store holds for a multipart upload, ascending (at most 10,000)."""
+    parts: list[PartInfo] = []
+    paginator = get_client().get_paginator("list_parts")
+    try:
+        for page in paginator.paginate(Bucket=settings.STORAGE_BUCKET, Key=key, UploadId=upload_id):
+            parts.extend(
+                PartInfo(part_number=int(p["PartNumber"]), size=int(p.get("Size", 0)), etag=_strip_etag(p.get("ETag")))
+                for p in page.get("Parts", [])
+            )
+    except (BotoCoreError, ClientError) as exc:
+        raise _multipart_failure("ListParts", key, exc) from None
+    return sorted(parts, key=lambda p: p.part_number)
+
+
+def complete_multipart_upload(key: str, *, upload_id: str, parts: list[PartInfo]) -> None:
+    """Assemble the object from its parts (ascending, with the store's own ETags)."""
+    try:
+        get_client().complete_multipart_upload(
+            Bucket=settings.STORAGE_BUCKET,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p.part_number, "ETag": f'"{p.etag}"'} for p in parts]},
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise _multipart_failure("CompleteMultipartUpload", key, exc) from None
+
+
+def abort_multipart_upload(key: str, *, upload_id: str) -> bool:
+    """Abort a multipart upload and free its parts; False when the store no longer knew it."""
+    try:
+        get_client().abort_multipart_upload(Bucket=settings.STORAGE_BUCKET, Key=key, UploadId=upload_id)
+    except (BotoCoreError, ClientError) as exc:
+        failure = _multipart_failure("AbortMultipartUpload", key, exc)
+        if isinstance(failure, MultipartUploadGone):
+            return False
+        raise failure from None
+    return True
+
+
+def iter_multipart_upload_pages(prefix: str) -> Iterator[list[MultipartInfo]]:
+    """Yield the multipart uploads in progress under ``prefix``, one listing page at a time."""
+    paginator = get_client().get_paginator("list_multipart_uploads")
+    try:
+        for page in paginator.paginate(Bucket=settings.STORAGE_BUCKET, Prefix=prefix):
+            yield [
+                MultipartInfo(key=item["Key"], upload_id=item["UploadId"], initiated=item.get("Initiated"))
+                for item in page.get("Uploads", [])
+            ]
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"listing multipart uploads under {prefix!r} failed: {type(exc).__name__}") from None
 
 
 def head_object(key: str) -> ObjectInfo | None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 import uuid
+from dataclasses import dataclass
 
 MAX_SINGLE_PUT_BYTES = 5 * 1024**3  # S3 and R2 refuse a single PUT above 5 GiB
+# Multipart rules shared by S3 and R2: parts of 5 MiB to 5 GiB (the last may be smaller), all
+# but the last the same size, at most 10,000 of them.
+MIN_PART_BYTES = 5 * 1024**2
+MAX_PART_BYTES = 5 * 1024**3
+MAX_PARTS = 10_000
+_MIB = 1024**2
+MAX_DECLARED_SIZE = 2**63 - 1  # what the ledger's BigIntegerField holds
 MAX_KEY_BYTES = 1024
 MAX_FILENAME_CHARS = 255
 
@@ -67,14 +76,59 @@ def clean_content_type(value: str) -> str:
 
 
 def clean_size(value: int | None) -> int | None:
-    """Declared size in bytes: above 0 and within the 5 GiB single-PUT limit."""
+    """Declared size in bytes: above 0 (the upper limits depend on the kind of upload: plan_upload)."""
     if value is None:
         return None
     if value <= 0:
         raise InvalidInput("size", "must be greater than 0")
-    if value > MAX_SINGLE_PUT_BYTES:
-        raise InvalidInput("size", "must be at most 5 GiB (5368709120 bytes) for a single PUT")
+    if value > MAX_DECLARED_SIZE:
+        raise InvalidInput("size", "is too large")
     return value
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """How a multipart upload of ``size`` bytes is cut: equal parts, the last one possibly shorter."""
+
+    size: int
+    part_size: int
+    part_count: int
+
+    def part_length(self, part_number: int) -> int:
+        """Bytes in part ``part_number`` (1-based)."""
+        if not 1 <= part_number <= self.part_count:
+            raise InvalidInput("part_numbers", f"must be between 1 and {self.part_count}")
+        if part_number < self.part_count:
+            return self.part_size
+        return self.size - self.part_size * (self.part_count - 1)
+
+
+def plan_upload(
+    size: int | None, *, multipart: bool | None, threshold: int, preferred_part_size: int, max_size: int
+) -> PartPlan | None:
+    """The multipart plan for a declared size, or None for a single PUT; InvalidInput when impossible.
+
+    Multipart when the client asks for it or the size is above ``threshold``. The part size is the
+    preferred one, grown (in whole MiB) when the file would otherwise need more than 10,000 parts.
+    """
+    if size is not None and size > max_size:
+        raise InvalidInput("size", f"must be at most {max_size} bytes (UPLOAD_MAX_SIZE)")
+    if multipart is None:
+        multipart = size is not None and size > threshold
+    if not multipart:
+        if size is not None and size > MAX_SINGLE_PUT_BYTES:
+            raise InvalidInput(
+                "size", f"must be at most {MAX_SINGLE_PUT_BYTES} bytes (5 GiB) for a single PUT: use a multipart upload"
+            )
+        return None
+    if size is None:
+        raise InvalidInput("size", "is required for a multipart upload")
+    needed = math.ceil(size / MAX_PARTS)
+    part_size = max(preferred_part_size, MIN_PART_BYTES, math.ceil(needed / _MIB) * _MIB)
+    if part_size > MAX_PART_BYTES:
+        raise InvalidInput("size", f"cannot be uploaded in {MAX_PARTS} parts of at most 5 GiB")
+    part_size = min(part_size, size)
+    return PartPlan(size=size, part_size=part_size, part_count=math.ceil(size / part_size))
 
 
 def clean_sha256(value: str | None) -> str:

@@ -78,7 +78,9 @@ def log_in(browser, live_server, username: str):
 def failed_upload(client, ckan_world) -> Upload:
     """A real upload whose first real link attempt failed: the service token lacked the right."""
     issued = upload_as_editor(client, ckan_world, filename="temps.csv", data=CSV)
-    response = client.post(f"/api/v1/uploads/{issued['upload_id']}/complete")
+    response = client.post(
+        f"/api/v1/uploads/{issued['upload_id']}/complete", HTTP_AUTHORIZATION=ckan_world.editor.token
+    )
     assert response.status_code == 202, response.content
     # The viewer may read the dataset but not write it: CKAN answers 403, a permanent failure.
     with override_settings(CKAN_API_TOKEN=ckan_world.viewer.token):

@@ -395,3 +395,20 @@ def test_link_attempts_are_listed_read_only(as_steward):
     html = as_steward.get("/admin/uploads/linkattempt/").content.decode()
     assert "otto" in html and 'data-state="linked"' in html
     assert as_steward.post(f"/admin/uploads/linkattempt/{attempt.pk}/change/", {}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_page_shows_a_multipart_uploads_plan_and_what_was_verified(as_steward):
+    upload = make_upload(
+        multipart_upload_id="mpu-123",
+        part_size=64 * 1024**2,
+        part_count=97,
+        declared_size=6 * 1024**3,
+        declared_sha256="ab" * 32,
+        token_fingerprint="f" * 64,
+    )
+    html = as_steward.get(page(upload)).content.decode()
+    for label, value in (("Part size", "67108864"), ("Part count", "97"), ("Multipart upload id", "mpu-123")):
+        assert label in html and value in html
+    assert "Verified sha256" in html
+    assert "f" * 64 not in html  # the token's fingerprint is not for people

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 from django.test import override_settings
@@ -174,37 +173,4 @@ def test_signed_but_malformed_bodies_are_400_and_nothing_is_recorded(client, pat
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "unreadable"
     assert message in response.json()["error"]["message"]
-    assert not StorageEvent.objects.exists()
-
-
-@pytest.mark.django_db
-def test_complete_marks_the_upload_uploaded_and_answers_202(client, enqueued, django_capture_on_commit_callbacks):
-    upload = make_upload()
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(f"/api/v1/uploads/{upload.id}/complete")
-    assert response.status_code == 202, response.content
-    assert response.json() == {"upload_id": str(upload.id), "state": "uploaded"}
-    assert enqueued == [(str(upload.id), "complete")]
-    again = client.post(f"/api/v1/uploads/{upload.id}/complete")
-    assert again.status_code == 202
-    assert StorageEvent.objects.get().deliveries == 2
-    assert len(enqueued) == 1
-
-
-@pytest.mark.django_db
-def test_complete_on_a_linked_upload_is_a_202_no_op(client, enqueued):
-    upload = make_upload(UploadState.LINKED)
-    response = client.post(f"/api/v1/uploads/{upload.id}/complete")
-    assert response.status_code == 202
-    assert response.json()["state"] == "linked"
-    assert enqueued == []
-
-
-@pytest.mark.django_db
-def test_complete_for_an_unknown_or_malformed_upload_is_a_4xx_json_error(client):
-    unknown = client.post(f"/api/v1/uploads/{uuid.uuid4()}/complete")
-    assert unknown.status_code == 404
-    assert unknown.json()["error"]["code"] == "not_found"
-    malformed = client.post("/api/v1/uploads/not-a-uuid/complete")
-    assert 400 <= malformed.status_code < 500
     assert not StorageEvent.objects.exists()

@@ -154,7 +154,9 @@ def test_it_answers_502_when_ckan_is_unreachable(client, storage_world):
         ({"filename": "é" * 600}, "filename"),
         ({"content_type": "not a type"}, "content_type"),
         ({"size": 0}, "size"),
-        ({"size": 5 * 1024**3 + 1}, "size"),
+        ({"size": 5 * 1024**4 + 1}, "size"),
+        ({"size": 5 * 1024**3 + 1, "multipart": False}, "size"),
+        ({"multipart": True}, "size"),
         ({"sha256": "xyz"}, "sha256"),
     ],
 )
@@ -179,7 +181,7 @@ def test_it_refuses_a_body_that_is_not_json(client, storage_world, fake_ckan):
 @pytest.mark.django_db
 def test_it_shows_an_upload_status(client, storage_world, fake_ckan):
     body = post_upload(client, {"resource_id": RESOURCE_ID, "filename": "a.csv", "content_type": "text/csv"}).json()
-    status = client.get(f"/api/v1/uploads/{body['upload_id']}")
+    status = client.get(f"/api/v1/uploads/{body['upload_id']}", HTTP_AUTHORIZATION="client-token-abc")
     assert status.status_code == 200
     assert status.json()["state"] == "issued"
     assert status.json()["resource_id"] == RESOURCE_ID

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -10,6 +10,8 @@ from tests.support.factories import make_upload as build_upload
 from uploads.events import parse_r2_body, parse_s3_body
 from uploads.models import EventStatus, StorageEvent, Upload, UploadState
 from uploads.services import ingest
+from uploads.services.link import OBJECT_NOT_FOUND
+from uploads.storage import ObjectInfo
 
 BUCKET = "ckan-uploads"
 RESOURCE_ID = "3f1b0c8e-2a4d-4c6e-9b1a-0123456789ab"
@@ -194,25 +196,33 @@ def test_a_huge_unparseable_body_is_truncated_and_says_so():
     assert "truncated" in stored.parse_error
 
 
+def found(upload: Upload, etag: str = "abc") -> ObjectInfo:
+    """What a HEAD of the upload's object answered."""
+    return ObjectInfo(key=upload.key, size=8, etag=etag, last_modified=timezone.now(), content_type="text/csv")
+
+
 @pytest.mark.django_db
-def test_the_complete_hint_marks_the_object_seen_once_and_counts_repeats(enqueued, django_capture_on_commit_callbacks):
+def test_the_complete_hint_records_one_event_per_object_and_counts_repeats(
+    enqueued, django_capture_on_commit_callbacks
+):
     upload = make_upload()
     with django_capture_on_commit_callbacks(execute=True):
-        first = ingest.record_client_complete(upload_id=upload.id)
+        first = ingest.record_client_complete(upload_id=upload.id, info=found(upload))
     with django_capture_on_commit_callbacks(execute=True):
-        again = ingest.record_client_complete(upload_id=upload.id)
+        again = ingest.record_client_complete(upload_id=upload.id, info=found(upload))
     assert (first.duplicate, again.duplicate) == (False, True)
     stored = StorageEvent.objects.get()
-    assert (stored.source, stored.upload_id, stored.deliveries) == ("client", upload.id, 2)
+    assert (stored.source, stored.upload_id, stored.deliveries, stored.etag) == ("client", upload.id, 2, "abc")
     upload.refresh_from_db()
-    assert upload.state == UploadState.UPLOADED
+    assert (upload.state, upload.object_size, upload.object_etag) == (UploadState.UPLOADED, 8, "abc")
     assert enqueued == [(str(upload.id), "complete")]
 
 
 @pytest.mark.django_db
-def test_the_complete_hint_on_a_linked_upload_changes_nothing(enqueued):
+def test_the_complete_hint_on_a_linked_upload_changes_nothing(enqueued, django_capture_on_commit_callbacks):
     upload = make_upload(UploadState.LINKED, object_etag="abc")
-    ingest.record_client_complete(upload_id=upload.id)
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest.record_client_complete(upload_id=upload.id, info=found(upload))
     upload.refresh_from_db()
     assert upload.state == UploadState.LINKED
     assert enqueued == []
@@ -220,9 +230,68 @@ def test_the_complete_hint_on_a_linked_upload_changes_nothing(enqueued):
 
 @pytest.mark.django_db
 def test_the_complete_hint_for_an_unknown_upload_raises_does_not_exist():
+    ghost = Upload(id=uuid.uuid4(), key="k")
     with pytest.raises(Upload.DoesNotExist):
-        ingest.record_client_complete(upload_id=uuid.uuid4())
+        ingest.record_client_complete(upload_id=ghost.id, info=found(ghost))
     assert not StorageEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_link_that_found_no_object_runs_now_when_an_event_says_it_is_there(
+    enqueued, django_capture_on_commit_callbacks
+):
+    later = timezone.now() + timedelta(minutes=30)
+    upload = make_upload(
+        UploadState.UPLOADED,
+        object_seen_at=timezone.now(),
+        next_attempt_at=later,
+        last_error=f"{OBJECT_NOT_FOUND} (not yet visible?)",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest.record_event(source="sqs", event=r2_event(upload))
+    upload.refresh_from_db()
+    assert upload.next_attempt_at <= timezone.now()
+    assert enqueued == [(str(upload.id), "event")]
+
+
+@pytest.mark.django_db
+def test_a_failed_upload_whose_every_attempt_ran_before_the_put_is_linked_on_complete(
+    enqueued, django_capture_on_commit_callbacks
+):
+    upload = make_upload(
+        UploadState.FAILED, attempts=8, last_error=f"{OBJECT_NOT_FOUND} (gave up after 8 attempts)", object_etag=""
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest.record_client_complete(upload_id=upload.id, info=found(upload))
+    upload.refresh_from_db()
+    assert (upload.state, upload.attempts, upload.last_error) == (UploadState.UPLOADED, 0, "")
+    assert enqueued == [(str(upload.id), "complete")]
+
+
+@pytest.mark.django_db
+def test_a_failed_upload_whose_object_was_checked_ignores_a_repeat_of_the_same_object(
+    enqueued, django_capture_on_commit_callbacks
+):
+    upload = make_upload(
+        UploadState.FAILED, last_error="size mismatch: declared 9 bytes, object has 8", object_etag="abc"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest.record_client_complete(upload_id=upload.id, info=found(upload, etag="abc"))
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest.record_event(source="sqs", event=r2_event(upload, etag="abc"))
+    upload.refresh_from_db()
+    assert upload.state == UploadState.FAILED
+    assert enqueued == []
+
+
+@pytest.mark.django_db
+def test_an_aborted_upload_ignores_a_late_object(enqueued, django_capture_on_commit_callbacks):
+    upload = make_upload(UploadState.ABORTED)
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest.record_event(source="sqs", event=r2_event(upload))
+    upload.refresh_from_db()
+    assert upload.state == UploadState.ABORTED
+    assert enqueued == []
 
 
 @pytest.mark.django_db

@@ -335,3 +335,55 @@ def test_a_ckan_outage_leaves_earlier_drift_open(storage_world, fake_ckan):
     run = reconcile.run_reconcile()
     assert run.counts["ckan_errors"] == 1
     assert Discrepancy.objects.get(kind=DiscrepancyKind.DRIFT).state == DiscrepancyState.OPEN
+
+
+@pytest.mark.django_db
+def test_a_failed_upload_whose_object_is_in_the_bucket_is_reported_and_linked_with_fix(
+    storage_world, fake_ckan, enqueued, django_capture_on_commit_callbacks
+):
+    # Every attempt ran before the PUT landed: the link never saw the object.
+    upload = make_upload(storage_world, state=UploadState.FAILED, last_error="object not found in bucket", attempts=8)
+    checked = make_upload(storage_world, state=UploadState.FAILED, last_error="CKAN refused the link: no")
+    Upload.objects.filter(pk=checked.pk).update(
+        object_etag=storage_world.s3.head_object(Bucket=storage_world.bucket, Key=checked.key)["ETag"].strip('"')
+    )
+    reconcile.run_reconcile()
+    [found] = open_of(DiscrepancyKind.UNLINKED)
+    assert found.upload_id == upload.id  # the failure that saw its object is not a blind spot: replay it
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile.run_reconcile(fix=True)
+    upload.refresh_from_db()
+    assert (upload.state, upload.attempts) == (UploadState.UPLOADED, 0)
+    assert enqueued == [(str(upload.id), "reconcile")]
+    found.refresh_from_db()
+    assert found.state == DiscrepancyState.HEALED
+
+
+@pytest.mark.django_db
+def test_a_multipart_upload_unknown_to_the_ledger_is_reported_and_aborted_with_fix(storage_world, fake_ckan):
+    known = make_upload(storage_world, body=None)
+    known_id = storage_world.s3.create_multipart_upload(Bucket=storage_world.bucket, Key=known.key)["UploadId"]
+    Upload.objects.filter(pk=known.pk).update(multipart_upload_id=known_id, part_size=5 * 1024**2, part_count=2)
+    stray_key = f"{PREFIX}{uuid.uuid4()}/{uuid.uuid4()}/lost.bin"
+    stray_id = storage_world.s3.create_multipart_upload(Bucket=storage_world.bucket, Key=stray_key)["UploadId"]
+
+    run = reconcile.run_reconcile()
+    [found] = open_of(DiscrepancyKind.STRAY_MULTIPART)
+    assert (found.key, found.detail["upload_id"]) == (stray_key, stray_id)
+    assert run.counts["found"]["stray_multipart"] == 1
+    assert len(storage_world.s3.list_multipart_uploads(Bucket=storage_world.bucket)["Uploads"]) == 2
+
+    reconcile.run_reconcile(fix=True)
+    [left] = storage_world.s3.list_multipart_uploads(Bucket=storage_world.bucket)["Uploads"]
+    assert left["UploadId"] == known_id
+    found.refresh_from_db()
+    assert found.state == DiscrepancyState.HEALED
+    assert not open_of(DiscrepancyKind.STRAY_MULTIPART)
+
+
+@pytest.mark.django_db
+def test_an_object_put_after_its_upload_was_aborted_is_an_orphan(storage_world, fake_ckan):
+    upload = make_upload(storage_world, state=UploadState.ABORTED)
+    reconcile.run_reconcile()
+    [found] = open_of(DiscrepancyKind.ORPHAN)
+    assert found.key == upload.key

@@ -28,6 +28,8 @@ from uploads.models import (
     UploadState,
 )
 from uploads.services.dispatch import enqueue_link
+from uploads.services.link import OBJECT_NOT_FOUND
+from uploads.storage import ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +136,23 @@ def mark_object_seen(upload: Upload, *, size: int | None, etag: str, seen_at: da
 
     issued/expired → uploaded; failed/linked → uploaded only for a different object (a re-PUT
     through the same URL, told apart by its ETag); uploaded stays uploaded (a link is re-enqueued
-    when the object is new to the ledger); superseded is left alone. Returns True when a link
-    was enqueued.
+    when the object is new to the ledger); superseded and aborted are left alone. A link that
+    looked and found no object is news either way: its upload is linked now, not at its backoff
+    (also when every attempt ran before the PUT landed and it ended failed). Returns True when a
+    link was enqueued.
     """
     locked = Upload.objects.select_for_update().get(pk=upload.pk)
     state = locked.state
     new_object = bool(etag) and _normal_etag(etag) != _normal_etag(locked.object_etag)
-    if state == UploadState.SUPERSEDED:
+    # The last link HEADed and found nothing: this hint says otherwise.
+    missed = locked.last_error.startswith(OBJECT_NOT_FOUND)
+    if state in (UploadState.SUPERSEDED, UploadState.ABORTED):
         return False
-    if state in (UploadState.FAILED, UploadState.LINKED) and not new_object:
+    if state == UploadState.LINKED and not new_object:
         return False
-    if state == UploadState.UPLOADED and not new_object and locked.object_seen_at is not None:
+    if state == UploadState.FAILED and not (new_object or missed):
+        return False
+    if state == UploadState.UPLOADED and not (new_object or missed) and locked.object_seen_at is not None:
         return False
 
     now = timezone.now()
@@ -162,7 +170,7 @@ def mark_object_seen(upload: Upload, *, size: int | None, etag: str, seen_at: da
         locked.object_deleted_at = None
         fields.append("object_deleted_at")
     if state in (UploadState.FAILED, UploadState.LINKED):
-        # A new object starts a new round of attempts.
+        # A new object (or one the last round never found) starts a new round of attempts.
         locked.attempts = 0
         locked.last_error = ""
         fields += ["attempts", "last_error"]
@@ -209,15 +217,16 @@ def record_unparseable(*, source: str, raw_body: str | bytes, error: str) -> Rec
 
 
 @transaction.atomic
-def record_client_complete(*, upload_id: UUID) -> RecordResult:
-    """The client says its PUT finished: record it as an event and mark the object seen.
+def record_client_complete(*, upload_id: UUID, info: ObjectInfo) -> RecordResult:
+    """The client says its upload finished and a HEAD found the object: record it and mark it seen.
 
-    Raises Upload.DoesNotExist for an unknown upload. Size and ETag are unknown here: the link
-    step HEADs the object anyway. On a linked upload this records the call and changes nothing.
+    Raises Upload.DoesNotExist for an unknown upload. One event per object (a repeated call is
+    counted as a delivery); marking seen runs every time, since it is idempotent and a repeat
+    after a link that found nothing must still link now.
     """
     upload = Upload.objects.get(pk=upload_id)
     now = timezone.now()
-    dedupe_key = hashlib.sha256(f"client-complete\x00{upload.pk}".encode()).hexdigest()
+    dedupe_key = hashlib.sha256(f"client-complete\x00{upload.pk}\x00{_normal_etag(info.etag)}".encode()).hexdigest()
     stored, created = _create_once(
         {
             "source": EventSource.CLIENT,
@@ -226,12 +235,13 @@ def record_client_complete(*, upload_id: UUID) -> RecordResult:
             "event_name": CLIENT_COMPLETE_EVENT,
             "bucket": upload.bucket,
             "key": upload.key,
+            "size": info.size,
+            "etag": info.etag,
             "event_time": now,
             "upload": upload,
         },
         dedupe_key,
         now,
     )
-    if created:
-        mark_object_seen(upload, size=None, etag="", seen_at=now, trigger=LinkTrigger.COMPLETE)
+    mark_object_seen(upload, size=info.size, etag=info.etag, seen_at=now, trigger=LinkTrigger.COMPLETE)
     return RecordResult(event=stored, duplicate=not created)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import threading
-import time
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -16,14 +14,31 @@ from django.db import transaction
 from django.utils import timezone
 
 from uploads import ckan, storage
-from uploads.models import Upload
-from uploads.validation import build_key
+from uploads.models import Upload, UploadState
+from uploads.services.owner import identify_requester, token_fingerprint
+from uploads.validation import InvalidInput, PartPlan, build_key, plan_upload
 
 log = logging.getLogger(__name__)
 
-_IDENTITY_TTL_SECONDS = 300
-_identity_cache: dict[str, tuple[float, str, str]] = {}
-_identity_lock = threading.Lock()
+MAX_PART_URLS_PER_CALL = 1000
+
+
+class UploadConflict(Exception):
+    """The upload is not in a state that allows this; ``code`` names why (answered as 409)."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+@dataclass(frozen=True)
+class PartUrl:
+    part_number: int
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -31,33 +46,18 @@ class IssuedUpload:
     upload: Upload
     url: str
     headers: dict[str, str]
+    parts: list[PartUrl] = field(default_factory=list)
 
 
-def _token_fingerprint(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def identify_requester(token: str) -> tuple[str, str]:
-    """(user name, user id) of a client token, cached briefly so harvesters pay one call."""
-    fingerprint = _token_fingerprint(token)
-    now = time.monotonic()
-    with _identity_lock:
-        cached = _identity_cache.get(fingerprint)
-    if cached and cached[0] > now:
-        return cached[1], cached[2]
-    try:
-        user = ckan.whoami(token=token)
-        name, user_id = str(user.get("name", "")), str(user.get("id", ""))
-    except ckan.CkanError as exc:
-        # The token was just accepted for the update, so this is CKAN hiccuping: record the
-        # upload with a token fingerprint rather than refuse it.
-        log.warning("could not identify the requester: %s", exc.message)
-        return f"token:{fingerprint[:12]}", ""
-    with _identity_lock:
-        if len(_identity_cache) > 10_000:
-            _identity_cache.clear()
-        _identity_cache[fingerprint] = (now + _IDENTITY_TTL_SECONDS, name, user_id)
-    return name, user_id
+def plan_for(size: int | None, multipart: bool | None) -> PartPlan | None:
+    """The multipart plan under this deployment's settings (None: a single PUT)."""
+    return plan_upload(
+        size,
+        multipart=multipart,
+        threshold=settings.MULTIPART_THRESHOLD,
+        preferred_part_size=settings.MULTIPART_PART_SIZE,
+        max_size=settings.UPLOAD_MAX_SIZE,
+    )
 
 
 def issue_upload(
@@ -69,21 +69,41 @@ def issue_upload(
     sha256: str,
     client_token: str,
     client_address: str | None,
+    multipart: bool | None = None,
     resource: dict[str, Any] | None = None,
 ) -> IssuedUpload:
-    """Check the client may update the resource, record an Upload and sign its PUT URL.
+    """Check the client may update the resource, record an Upload and sign its URL(s).
 
+    A single PUT gets one presigned URL. A multipart upload (``multipart``, or a size above
+    MULTIPART_THRESHOLD) is started in the store and gets the first page of part URLs.
     ``resource`` is given when the caller has just created the resource with the same token,
     which already proves the right to update it.
     """
+    plan = plan_for(size, multipart)
     if resource is None:
         resource = ckan.authorize_resource_update(resource_id, token=client_token)
     requested_by, requested_by_id = identify_requester(client_token)
     upload_id = uuid.uuid4()
     key = build_key(settings.STORAGE_KEY_PREFIX, resource_id, upload_id, filename)
     ttl = storage.capped_ttl(settings.UPLOAD_URL_TTL)
-    signed = storage.presign_put(key, content_type=content_type, content_length=size, sha256_hex=sha256, expires_in=ttl)
     now = timezone.now()
+    fields: dict[str, Any] = {}
+    url, headers = "", {}
+    if plan is None:
+        signed = storage.presign_put(
+            key, content_type=content_type, content_length=size, sha256_hex=sha256, expires_in=ttl
+        )
+        url, headers = signed.url, signed.headers
+        expires_at = now + timedelta(seconds=signed.expires_in)
+    else:
+        # A network call, before any transaction: an upload id the ledger never records is an
+        # unknown multipart upload, which the reconcile scan reports and aborts.
+        fields = {
+            "multipart_upload_id": storage.create_multipart_upload(key, content_type=content_type),
+            "part_size": plan.part_size,
+            "part_count": plan.part_count,
+        }
+        expires_at = now + timedelta(seconds=settings.MULTIPART_MAX_AGE)
     with transaction.atomic():
         upload = Upload.objects.create(
             id=upload_id,
@@ -97,12 +117,85 @@ def issue_upload(
             key=key,
             requested_by=requested_by,
             requested_by_id=requested_by_id,
+            token_fingerprint=token_fingerprint(client_token),
             client_address=client_address,
             issued_at=now,
-            expires_at=now + timedelta(seconds=signed.expires_in),
+            expires_at=expires_at,
+            **fields,
         )
-    log.info("issued upload %s for resource %s to %s", upload.id, resource_id, requested_by)
-    return IssuedUpload(upload=upload, url=signed.url, headers=signed.headers)
+    parts: list[PartUrl] = []
+    if plan is not None:
+        first_page = range(1, min(plan.part_count, settings.MULTIPART_URLS_PER_PAGE) + 1)
+        parts = sign_parts(upload, list(first_page))
+    log.info(
+        "issued %s upload %s for resource %s to %s",
+        "multipart" if plan else "single-PUT",
+        upload.id,
+        resource_id,
+        requested_by,
+    )
+    return IssuedUpload(upload=upload, url=url, headers=headers, parts=parts)
+
+
+def upload_plan(upload: Upload) -> PartPlan:
+    """The part plan recorded for a multipart upload."""
+    if not upload.is_multipart or not upload.part_size or not upload.part_count or upload.declared_size is None:
+        raise UploadConflict("not_multipart", "this upload is a single PUT: it has no parts")
+    return PartPlan(size=upload.declared_size, part_size=upload.part_size, part_count=upload.part_count)
+
+
+def require_open_multipart(upload: Upload, *, now: datetime | None = None) -> PartPlan:
+    """The plan of a multipart upload that still takes parts, or UploadConflict saying why not."""
+    plan = upload_plan(upload)
+    if upload.state == UploadState.ABORTED:
+        raise UploadConflict("aborted", "this upload was aborted")
+    if upload.state not in (UploadState.ISSUED, UploadState.EXPIRED):
+        raise UploadConflict("already_completed", f"this upload is {upload.state}: it takes no more parts")
+    if upload.state == UploadState.EXPIRED or upload.expires_at <= (now or timezone.now()):
+        raise UploadConflict("expired", "this multipart upload was abandoned past MULTIPART_MAX_AGE")
+    return plan
+
+
+def sign_parts(upload: Upload, part_numbers: Sequence[int]) -> list[PartUrl]:
+    """Fresh presigned URLs for some parts of an open multipart upload (each bound to its number and length)."""
+    plan = require_open_multipart(upload)
+    numbers = sorted(set(part_numbers))
+    if not numbers:
+        raise InvalidInput("part_numbers", "must name at least one part")
+    if len(numbers) > MAX_PART_URLS_PER_CALL:
+        raise InvalidInput("part_numbers", f"must name at most {MAX_PART_URLS_PER_CALL} parts per call")
+    lengths = {n: plan.part_length(n) for n in numbers}
+    # A part URL lives the usual URL TTL, but never beyond the multipart upload's own deadline.
+    remaining = int((upload.expires_at - timezone.now()).total_seconds())
+    ttl = storage.capped_ttl(min(settings.UPLOAD_URL_TTL, max(1, remaining)))
+    signed_at = timezone.now()
+    out = []
+    for number in numbers:
+        signed = storage.presign_upload_part(
+            upload.key,
+            upload_id=upload.multipart_upload_id,
+            part_number=number,
+            content_length=lengths[number],
+            expires_in=ttl,
+        )
+        out.append(
+            PartUrl(
+                part_number=number,
+                url=signed.url,
+                headers=signed.headers,
+                expires_at=signed_at + timedelta(seconds=signed.expires_in),
+            )
+        )
+    return out
+
+
+def uploaded_parts(upload: Upload) -> list[storage.PartInfo]:
+    """The parts the bucket already holds for an open multipart upload (for a client resuming)."""
+    require_open_multipart(upload)
+    try:
+        return storage.list_parts(upload.key, upload_id=upload.multipart_upload_id)
+    except storage.MultipartUploadGone:
+        raise UploadConflict("upload_gone", "the store no longer knows this multipart upload") from None
 
 
 def create_resource_and_issue(
@@ -114,8 +207,10 @@ def create_resource_and_issue(
     sha256: str,
     client_token: str,
     client_address: str | None,
+    multipart: bool | None = None,
 ) -> tuple[dict[str, Any], IssuedUpload]:
     """Create a CKAN resource with the client's token, then issue an upload URL for it."""
+    plan_for(size, multipart)  # an impossible size is refused before anything is created in CKAN
     resource = ckan.resource_create(fields, token=client_token)
     issued = issue_upload(
         resource_id=str(resource["id"]),
@@ -125,6 +220,7 @@ def create_resource_and_issue(
         sha256=sha256,
         client_token=client_token,
         client_address=client_address,
+        multipart=multipart,
         resource=resource,
     )
     return resource, issued

@@ -139,6 +139,8 @@ def _confirm_object(upload: Upload) -> storage.ObjectInfo:
         object_etag=info.etag,
         object_content_type=info.content_type,
         object_last_modified=info.last_modified,
+        # Only a checksum the store itself verified counts as verified; the declared one is the client's word.
+        verified_sha256=info.sha256.lower(),
     )
     mismatch = describe_mismatch(upload, info)
     if mismatch:
@@ -178,10 +180,13 @@ def resource_format(content_type: str, filename: str) -> str:
 
 
 def object_hash(upload: Upload, info: storage.ObjectInfo) -> str:
-    """The hash to record in CKAN: sha256 when declared or stored, else a single-part MD5 ETag."""
-    sha256 = (info.sha256 or upload.declared_sha256).lower()
-    if sha256:
-        return f"sha256:{sha256}"
+    """The hash to record in CKAN: a SHA-256 the store verified, else a single-part MD5 ETag, else nothing.
+
+    A SHA-256 only declared by the client (a multipart upload, which S3 and R2 cannot check as a
+    whole) is kept in the ledger as declared, never written into CKAN as if it were checked.
+    """
+    if info.sha256:
+        return f"sha256:{info.sha256.lower()}"
     # A multipart ETag ("<hex>-<parts>") is not the file's MD5: then record nothing.
     if _MD5_HEX.match(info.etag.lower()):
         return f"md5:{info.etag.lower()}"

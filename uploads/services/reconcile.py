@@ -86,6 +86,10 @@ class Recorded:
     new: bool
 
 
+def _normal_etag(etag: str) -> str:
+    return (etag or "").strip().strip('"').lower()
+
+
 def _keyset(queryset: QuerySet[Upload], field: str) -> Iterator[list[Upload]]:
     """Walk a queryset in chunks by keyset pagination on an indexed unique ``field``.
 
@@ -208,15 +212,19 @@ class Reconciler:
             if parsed is not None:
                 ids[obj.key] = parsed[1]
         rows = {
-            pk: (key, state)
-            for pk, key, state in Upload.objects.filter(id__in=list(ids.values())).values_list("id", "key", "state")
+            pk: (key, state, etag)
+            for pk, key, state, etag in Upload.objects.filter(id__in=list(ids.values())).values_list(
+                "id", "key", "state", "object_etag"
+            )
         }
         findings: list[Finding] = []
         listed: list[uuid.UUID] = []
         for obj in page:
             upload_id = ids.get(obj.key)
             row = rows.get(upload_id) if upload_id is not None else None
-            if upload_id is None or row is None or row[0] != obj.key:
+            if upload_id is None or row is None or row[0] != obj.key or row[1] == UploadState.ABORTED:
+                # An aborted upload's object (a PUT through a URL still valid after the abort) is
+                # no one's file either: reclaimable like an orphan.
                 findings.append(self._orphan(obj))
                 continue
             listed.append(upload_id)
@@ -225,6 +233,19 @@ class Reconciler:
                 findings.append(
                     Finding(
                         DiscrepancyKind.UNEVENTED,
+                        obj.key,
+                        upload_id,
+                        obj.size,
+                        obj.last_modified,
+                        {"state": state, "etag": obj.etag},
+                    )
+                )
+            elif state == UploadState.FAILED and _normal_etag(row[2]) != _normal_etag(obj.etag):
+                # Failed without ever seeing this object (every attempt ran before the PUT
+                # landed, or a re-PUT): linking it is what the client wanted.
+                findings.append(
+                    Finding(
+                        DiscrepancyKind.UNLINKED,
                         obj.key,
                         upload_id,
                         obj.size,
@@ -247,7 +268,7 @@ class Reconciler:
         self.run.objects_scanned += len(page)
         self.run.uploads_checked += len(rows)
         for recorded in self.record(findings):
-            if recorded.finding.kind == DiscrepancyKind.UNEVENTED:
+            if recorded.finding.kind in (DiscrepancyKind.UNEVENTED, DiscrepancyKind.UNLINKED):
                 self._heal_unevented(recorded)
             elif recorded.finding.kind == DiscrepancyKind.ORPHAN:
                 self._delete_orphan(recorded)
@@ -267,6 +288,44 @@ class Reconciler:
             obj.last_modified,
             {"age_days": age_days, "size": obj.size, "etag": obj.etag},
         )
+
+    # --- multipart uploads in progress -------------------------------------------------------
+
+    def scan_multipart_pages(self, pages: Iterable[Sequence[storage.MultipartInfo]]) -> None:
+        """Report multipart uploads in progress that the ledger does not know as open (``--fix`` aborts them)."""
+        for page in pages:
+            ids = {}
+            for item in page:
+                parsed = parse_key(self.prefix, item.key)
+                if parsed is not None:
+                    ids[item.upload_id] = parsed[1]
+            rows = Upload.objects.filter(id__in=list(ids.values())).values_list(
+                "id", "key", "multipart_upload_id", "state"
+            )
+            existing = set()
+            known = set()
+            for pk, key, multipart_id, state in rows:
+                existing.add(pk)
+                if state == UploadState.ISSUED:
+                    known.add((key, multipart_id))
+            findings = [
+                Finding(
+                    DiscrepancyKind.STRAY_MULTIPART,
+                    item.key,
+                    ids[item.upload_id] if ids.get(item.upload_id) in existing else None,
+                    object_last_modified=item.initiated,
+                    detail={"key": item.key, "upload_id": item.upload_id},
+                )
+                for item in page
+                if (item.key, item.upload_id) not in known
+            ]
+            for recorded in self.record(findings):
+                self._abort_stray(recorded)
+
+    def _abort_stray(self, recorded: Recorded) -> None:
+        if not self._may_heal(recorded):
+            return
+        self._apply(recorded, heal_stray_multipart(recorded.finding))
 
     # --- the ledger pass --------------------------------------------------------------------
 
@@ -565,6 +624,20 @@ def heal_unevented(finding: Finding, *, actor: str) -> HealOutcome:
     return HealOutcome(DiscrepancyState.RESOLVED, f"already {upload.state}: nothing to do")
 
 
+def heal_stray_multipart(finding: Finding) -> HealOutcome:
+    """Abort a multipart upload the ledger does not know (or no longer takes parts for)."""
+    key, multipart_id = str(finding.detail.get("key", "")), str(finding.detail.get("upload_id", ""))
+    if not key or not multipart_id:
+        return HealOutcome("", "not healable: the finding lacks the key or upload id")
+    try:
+        aborted = storage.abort_multipart_upload(key, upload_id=multipart_id)
+    except storage.StorageError as exc:
+        return HealOutcome("", f"abort failed: {exc}")
+    if aborted:
+        return HealOutcome(DiscrepancyState.HEALED, "multipart upload aborted; its parts are deleted")
+    return HealOutcome(DiscrepancyState.RESOLVED, "the store no longer knew this multipart upload")
+
+
 def heal_expired(finding: Finding) -> HealOutcome:
     """Mark an issued URL that expired without an object as expired (conditional: races are fine)."""
     if finding.upload_id is None:
@@ -591,7 +664,13 @@ def heal_drift(finding: Finding, *, actor: str) -> HealOutcome:
     return HealOutcome("", f"re-patch outcome: {outcome}")
 
 
-HEALABLE = {DiscrepancyKind.UNEVENTED, DiscrepancyKind.EXPIRED, DiscrepancyKind.DRIFT}
+HEALABLE = {
+    DiscrepancyKind.UNEVENTED,
+    DiscrepancyKind.UNLINKED,
+    DiscrepancyKind.EXPIRED,
+    DiscrepancyKind.DRIFT,
+    DiscrepancyKind.STRAY_MULTIPART,
+}
 
 
 def heal_discrepancy(*, discrepancy_id: int, actor: str) -> str:
@@ -610,8 +689,10 @@ def heal_discrepancy(*, discrepancy_id: int, actor: str) -> str:
         discrepancy.object_last_modified,
         dict(discrepancy.detail),
     )
-    if discrepancy.kind == DiscrepancyKind.UNEVENTED:
+    if discrepancy.kind in (DiscrepancyKind.UNEVENTED, DiscrepancyKind.UNLINKED):
         outcome = heal_unevented(finding, actor=actor)
+    elif discrepancy.kind == DiscrepancyKind.STRAY_MULTIPART:
+        outcome = heal_stray_multipart(finding)
     elif discrepancy.kind == DiscrepancyKind.EXPIRED:
         outcome = heal_expired(finding)
     else:
@@ -639,11 +720,13 @@ def run_reconcile(
     triggered_by: str = "",
     progress: Progress | None = None,
     pages: Iterable[Sequence[storage.ObjectInfo]] | None = None,
+    multipart_pages: Iterable[Sequence[storage.MultipartInfo]] | None = None,
     check_ckan: bool = True,
 ) -> ReconcileRun:
     """Scan bucket vs ledger vs CKAN, record a ReconcileRun and its discrepancies, heal with ``fix``.
 
-    ``pages`` replaces the bucket listing (benchmarks feed synthetic pages); ``check_ckan``
+    ``pages`` replaces the bucket listing (benchmarks feed synthetic pages; then
+    ``multipart_pages`` defaults to none); ``check_ckan``
     False skips the CKAN comparison (and leaves earlier drift findings open).
     """
     if delete_orphans_older_than_days is not None and delete_orphans_older_than_days < 0:
@@ -666,7 +749,10 @@ def run_reconcile(
             )
             if pages is None:
                 pages = storage.iter_object_pages(prefix, page_size=LISTING_PAGE_SIZE)
+                if multipart_pages is None:
+                    multipart_pages = storage.iter_multipart_upload_pages(prefix)
             scan.scan_pages(pages)
+            scan.scan_multipart_pages(multipart_pages or [])
             scan.check_ledger()
             scan.resolve_vanished()
     except Exception as exc:

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from uploads import storage
 from uploads.models import LinkTrigger, Upload, UploadState
 from uploads.services.dispatch import enqueue_link
 
@@ -82,14 +83,37 @@ def enqueue_due_links(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
 
 
 def expire_stale_uploads(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
-    """Mark issued URLs that saw no object by expires_at + grace as expired."""
+    """Mark issued URLs that saw no object by expires_at + grace as expired.
+
+    A multipart upload abandoned that long (MULTIPART_MAX_AGE) is aborted in the store first, so
+    its parts stop costing money; one the store cannot abort now stays issued for the next sweep.
+    """
     cutoff = now - timedelta(seconds=settings.UPLOAD_EXPIRY_GRACE_SECONDS)
-    ids = list(
-        Upload.objects.filter(state=UploadState.ISSUED, expires_at__lt=cutoff).values_list("pk", flat=True)[:batch_size]
+    rows = list(
+        Upload.objects.filter(state=UploadState.ISSUED, expires_at__lt=cutoff).values_list(
+            "pk", "key", "multipart_upload_id"
+        )[:batch_size]
     )
-    if not ids:
+    if not rows:
         return 0
-    return expire_uploads(ids, now=now)
+    ids = [pk for pk, _, multipart_id in rows if not multipart_id]
+    ids += abort_abandoned_multipart([(pk, key, multipart_id) for pk, key, multipart_id in rows if multipart_id])
+    return expire_uploads(ids, now=now) if ids else 0
+
+
+def abort_abandoned_multipart(rows: list[tuple[UUID, str, str]]) -> list[UUID]:
+    """Abort abandoned multipart uploads in the store (no transaction open); return those now gone."""
+    gone: list[UUID] = []
+    for pk, key, multipart_id in rows:
+        try:
+            storage.abort_multipart_upload(key, upload_id=multipart_id)
+        except storage.StorageError as exc:
+            log.warning("sweep could not abort the abandoned multipart upload of %s: %s", pk, exc)
+            continue
+        gone.append(pk)
+    if gone:
+        log.info("sweep aborted %d abandoned multipart upload(s)", len(gone))
+    return gone
 
 
 def expire_uploads(ids: list[UUID], *, now: datetime) -> int:
