@@ -31,7 +31,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
     if checks["database"] == "ok":
         # A queue that blinks delays events (they wait in the queue) but loses none, and the API
         # still issues URLs: worth a look, not a reason for a load balancer to drop this instance.
-        for consumer in health.consumer_statuses(health.configured_consumers()):
+        try:
+            consumers = health.consumer_statuses(health.configured_consumers())
+        except Exception as exc:
+            checks["consumers"], degraded = f"error: {type(exc).__name__}", True
+            consumers = []
+        for consumer in consumers:
             checks[f"consumer:{consumer.name}"] = consumer.check
             degraded = degraded or not consumer.up
     status = ("degraded" if degraded else "ok") if healthy else "error"

@@ -57,3 +57,12 @@ def test_a_broken_broker_is_still_a_503_when_a_consumer_also_fails(client):
     with mock.patch("dashboard.views.get_broker", side_effect=ConnectionError("redis down")):
         response = client.get("/healthz")
     assert (response.status_code, response.json()["status"]) == (503, "error")
+
+
+@pytest.mark.django_db
+@override_settings(SQS_QUEUE_URL="https://sqs.eu-west-1.amazonaws.com/123456789012/events")
+def test_an_unreadable_consumer_table_is_degraded_not_a_500(client):
+    with mock.patch("dashboard.views.health.consumer_statuses", side_effect=RuntimeError("no such table")):
+        response = client.get("/healthz")
+    assert (response.status_code, response.json()["status"]) == (200, "degraded")
+    assert response.json()["checks"]["consumers"] == "error: RuntimeError"
