@@ -34,11 +34,13 @@ def start_cluster(command: str, tmp_path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def test_a_sigterm_to_its_whole_group_stops_it_within_seconds(tmp_path):
+def test_a_sigterm_to_its_whole_group_then_one_more_from_serve_stops_it_within_seconds(tmp_path):
     proc = start_cluster("run_qcluster", tmp_path)
     members = group_members(proc.pid)
     started = time.monotonic()
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # systemd: every process at once
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)  # serve, forwarding its own SIGTERM to the main process
     try:
         proc.wait(timeout=20)
     finally:

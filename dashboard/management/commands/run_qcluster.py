@@ -16,6 +16,7 @@ import signal
 from types import FrameType
 from typing import Any
 
+from django.conf import settings
 from django_q import cluster
 from django_q.management.commands.qcluster import Command as QclusterCommand
 
@@ -33,10 +34,29 @@ class GroupSafeSentinel(cluster.Sentinel):
         super().start()
 
 
+class GroupSafeCluster(cluster.Cluster):
+    """A cluster that stops once however many SIGTERMs arrive (systemd's, then `serve`'s)."""
+
+    _stop_requested = False
+
+    def sig_handler(self, signum: int, frame: FrameType | None) -> None:
+        # A second stop() from inside the first could re-enter the stop event's lock and deadlock.
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        super().sig_handler(signum, frame)
+
+
 class Command(QclusterCommand):
     help = "Start the django-q2 cluster; a SIGTERM to its whole process group stops it in seconds."
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Cluster.start() looks the sentinel class up in its module: this process only runs a cluster.
         cluster.Sentinel = GroupSafeSentinel  # type: ignore[misc]
-        super().handle(*args, **options)
+        settings.SECRET_KEY  # noqa: B018 - as qcluster does: refuse to start without it (tasks are signed)
+        if options.get("cluster_name"):
+            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        q = GroupSafeCluster()
+        q.start()
+        if options.get("run_once"):
+            q.stop()
