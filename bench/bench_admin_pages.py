@@ -4,7 +4,9 @@ Fills a separate database (ckanrec_bench, created here) with generate_series, fi
 baseline size, times each page, grows it to the full size, times them again, and prints the
 absolute medians and the ratio. Needs PostgreSQL (BENCH_ADMIN_PG_URL, default below).
 
-    .venv/bin/python bench/bench_admin_pages.py [--rows 1000000] [--baseline 10000] [--repeat 7]
+    .venv/bin/python bench/bench_admin_pages.py [--rows 1000000] [--baseline 10000] [--repeat 7] [--quick]
+
+Prints SKIP (for bench/run_all.py) and exits 0 when PostgreSQL cannot be reached.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.results import emit, skip  # noqa: E402
+
 SERVER_URL = os.environ.get("BENCH_ADMIN_PG_URL", "postgres://ckanrec:ckanrec@127.0.0.1:5432")
 DB_NAME = "ckanrec_bench"
 
@@ -73,12 +78,21 @@ FROM generate_series(%s, %s) AS i WHERE i %% 10 = 5
 """
 
 
-def create_database() -> None:
+def create_database() -> bool:
+    """A fresh bench database; False when PostgreSQL cannot be reached."""
     import psycopg
 
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        # psycopg's message names host, port and role, never the password.
+        reason = str(exc).strip().splitlines()[-1].strip()
+        skip(f"PostgreSQL not usable at {SERVER_URL.rsplit('@', 1)[-1]} (set BENCH_ADMIN_PG_URL): {reason}")
+        return False
+    with conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
         conn.execute(f"CREATE DATABASE {DB_NAME}")
+    return True
 
 
 def fill(first: int, last: int) -> float:
@@ -116,9 +130,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--baseline", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--quick", action="store_true", help="5,000 then 50,000 uploads, 3 renders: a check, not a figure"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.baseline, args.rows, args.repeat = 5_000, 50_000, 3
 
-    create_database()
+    if not create_database():
+        return
     os.environ["DATABASE_URL"] = f"{SERVER_URL}/{DB_NAME}"
     os.environ["DOTENV_PATH"] = os.devnull
     os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
@@ -171,6 +191,14 @@ def main() -> None:
     for name in pages:
         print(f"| {name} | {base[name]:.1f} | {full[name]:.1f} | {full[name] / base[name]:.2f}x |")
     print(f"\nmedian of {args.repeat} renders each, Django test client, PostgreSQL database {DB_NAME}")
+    for name in pages:
+        emit(
+            benchmark="admin pages",
+            measure=f"{name}, {args.rows:,} vs {args.baseline:,} uploads",
+            value=full[name],
+            baseline=base[name],
+            unit="ms",
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Reconciliation throughput and memory over a synthetic listing of >= 1,000,000 keys.
 
-Usage: .venv/bin/python bench/bench_reconcile.py [--keys 1000000]
+Usage: .venv/bin/python bench/bench_reconcile.py [--keys 1000000 | --quick]
 
 Pages are generated like storage.iter_object_pages would yield them (1,000 keys each) against a
 SQLite ledger in a temporary file that holds a linked upload for every key but one in a thousand
@@ -35,6 +35,7 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
+from bench.results import emit  # noqa: E402
 from tests.support.synthetic_listing import PREFIX, fill_ledger, pages  # noqa: E402
 from uploads.services import reconcile  # noqa: E402
 from uploads.validation import parse_key  # noqa: E402
@@ -56,8 +57,9 @@ def baseline(n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="20,000 keys: a check that it runs, not a figure")
     args = parser.parse_args()
-    n = args.keys
+    n = 20_000 if args.quick else args.keys
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
     rows = fill_ledger(0, n, bucket="bench")
@@ -85,6 +87,8 @@ def main() -> None:
         f"peak RSS, first quarter:     {max(samples[:quarter]):.0f} MiB; last quarter {max(samples[-quarter:]):.0f} MiB"
     )
     print(f"process peak (ru_maxrss):    {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    emit(benchmark="reconcile", measure=f"both passes, {n:,} keys", value=full, baseline=base, unit="s")
+    emit(benchmark="reconcile", measure="peak RSS vs start of run", value=max(samples), baseline=rss_start, unit="MiB")
     DB.unlink(missing_ok=True)
 
 

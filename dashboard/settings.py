@@ -156,6 +156,10 @@ CF_ACCOUNT_ID = env_str("CF_ACCOUNT_ID")
 CF_QUEUE_ID = env_str("CF_QUEUE_ID")
 CF_API_TOKEN = env_str("CF_API_TOKEN")
 CF_API_BASE_URL = env_str("CF_API_BASE_URL", "https://api.cloudflare.com/client/v4").rstrip("/")
+# A consumer whose queue fails waits between half and all of min(this, 2**(n-1)) s after its n-th error in a row.
+CONSUMER_BACKOFF_MAX_SECONDS = env_int("CONSUMER_BACKOFF_MAX_SECONDS", 60, minimum=1, maximum=3600)
+# /healthz calls a consumer silent (degraded) when its heartbeat is older than this.
+CONSUMER_STALE_SECONDS = env_int("CONSUMER_STALE_SECONDS", 180, minimum=30)
 
 # --- Reconciliation -----------------------------------------------------------------------
 RECONCILE_SCHEDULE_FIX = env_bool("RECONCILE_SCHEDULE_FIX", False)

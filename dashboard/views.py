@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_q.brokers import get_broker
 
 from dashboard import overview
+from uploads.consumers import health
 
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database answers and the task broker is reachable, 503 otherwise."""
+    """503 when the database or the broker fails; 200 "degraded" when only a configured consumer's queue does."""
     checks: dict[str, str] = {}
     try:
         with connection.cursor() as cursor:
@@ -25,7 +27,20 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:
         checks["broker"] = f"error: {type(exc).__name__}"
     healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "error", "checks": checks}, status=200 if healthy else 503)
+    degraded = False
+    if checks["database"] == "ok":
+        # A queue that blinks delays events (they wait in the queue) but loses none, and the API
+        # still issues URLs: worth a look, not a reason for a load balancer to drop this instance.
+        try:
+            consumers = health.consumer_statuses(health.configured_consumers())
+        except Exception as exc:
+            checks["consumers"], degraded = f"error: {type(exc).__name__}", True
+            consumers = []
+        for consumer in consumers:
+            checks[f"consumer:{consumer.name}"] = consumer.check
+            degraded = degraded or not consumer.up
+    status = ("degraded" if degraded else "ok") if healthy else "error"
+    return JsonResponse({"status": status, "checks": checks}, status=200 if healthy else 503)
 
 
 def _metric_lines(name: str, help_text: str, kind: str, samples: list[tuple[str, float]]) -> list[str]:
@@ -36,11 +51,13 @@ def _metric_lines(name: str, help_text: str, kind: str, samples: list[tuple[str,
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format: uploads by state, events by status, attempts by outcome, oldest pending."""
+    """Prometheus text format: uploads by state, events by status, attempts by outcome, oldest pending, consumers."""
     states = overview.counts_by_state()
     events = overview.events_by_status()
     outcomes = overview.attempts_by_outcome()
     age = overview.oldest_pending_age_seconds()
+    consumers = health.consumer_statuses()
+    now = timezone.now()
     lines = [
         *_metric_lines(
             "ckanrec_uploads",
@@ -65,6 +82,34 @@ def metrics(request: HttpRequest) -> HttpResponse:
             "Age of the oldest upload still issued or uploaded (0 when none).",
             "gauge",
             [("", age or 0.0)],
+        ),
+        *_metric_lines(
+            "ckanrec_consumer_up",
+            "1 when the consumer's queue answers and its heartbeat is fresh, else 0.",
+            "gauge",
+            [(f'{{consumer="{c.name}"}}', int(c.up)) for c in consumers],
+        ),
+        *_metric_lines(
+            "ckanrec_consumer_receive_errors_total",
+            "Failed receives from the consumer's queue, over every process that ran it.",
+            "counter",
+            [(f'{{consumer="{c.name}"}}', c.row.receive_errors_total if c.row else 0) for c in consumers],
+        ),
+        *_metric_lines(
+            "ckanrec_consumer_consecutive_errors",
+            "Failed receives in a row, now (0 once the queue answers again).",
+            "gauge",
+            [(f'{{consumer="{c.name}"}}', c.row.consecutive_errors if c.row else 0) for c in consumers],
+        ),
+        *_metric_lines(
+            "ckanrec_consumer_heartbeat_age_seconds",
+            "Seconds since the consumer last wrote its heartbeat.",
+            "gauge",
+            [
+                (f'{{consumer="{c.name}"}}', (now - c.row.heartbeat_at).total_seconds())
+                for c in consumers
+                if c.row is not None
+            ],
         ),
     ]
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -280,3 +280,27 @@ class ReconcileSeen(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} listed {self.upload_id}"
+
+
+class ConsumerHealth(models.Model):
+    """One row per queue consumer (by name): its heartbeat, its last good receive, its errors.
+
+    Written by the consumer processes, read by /healthz and /metrics in the web processes: the
+    database is what they already share. Errors are kept as a short reason (an error class or
+    code), never a URL or a credential.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    last_ok_at = models.DateTimeField(null=True, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=255, blank=True)
+    consecutive_errors = models.PositiveIntegerField(default=0)
+    receive_errors_total = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "consumer health"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.consecutive_errors} errors in a row"

@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from tests.dashboard.conftest import make_upload
+from uploads.consumers.health import HealthReporter
 from uploads.models import EventAction, EventSource, EventStatus, LinkAttempt, LinkOutcome, StorageEvent, UploadState
 
 
@@ -35,3 +36,23 @@ def test_it_exposes_ledger_counts_in_prometheus_text_format(client):
 @pytest.mark.django_db
 def test_it_refuses_post(client):
     assert client.post("/metrics").status_code == 405
+
+
+@pytest.mark.django_db
+def test_it_exposes_each_consumers_errors_and_whether_it_is_up(client):
+    sqs = HealthReporter("sqs")
+    sqs.started()
+    sqs.error("could not receive from SQS: EndpointConnectionError")
+    sqs.error("could not receive from SQS: EndpointConnectionError")
+    r2 = HealthReporter("r2-queue")
+    r2.started()
+    r2.ok()
+    lines = client.get("/metrics").content.decode().splitlines()
+    assert 'ckanrec_consumer_receive_errors_total{consumer="sqs"} 2' in lines
+    assert 'ckanrec_consumer_consecutive_errors{consumer="sqs"} 2' in lines
+    assert 'ckanrec_consumer_up{consumer="sqs"} 0' in lines
+    assert 'ckanrec_consumer_up{consumer="r2-queue"} 1' in lines
+    assert 'ckanrec_consumer_receive_errors_total{consumer="r2-queue"} 0' in lines
+    assert "# TYPE ckanrec_consumer_receive_errors_total counter" in lines
+    age = next(line for line in lines if line.startswith('ckanrec_consumer_heartbeat_age_seconds{consumer="sqs"} '))
+    assert 0 <= float(age.split()[1]) < 60

@@ -39,6 +39,60 @@ def alive(pid: int) -> bool:
     return stat[2] != "Z"
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live processes in a process group (from /proc: `ps` has no portable group filter)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
+def child_commands(pid: int) -> dict[str, int]:
+    """serve's children by what they run (`web`, `run_qcluster`, `consume_sqs`) -> pid."""
+    out = subprocess.run(["ps", "ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        child_pid, args = line.strip().split(" ", 1)
+        name = "web" if "gunicorn" in args else args.split()[-1]
+        found[name] = int(child_pid)
+    return found
+
+
+def serve_environ(tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "CKAN_", "SQS_", "CF_", "AWS_"))}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+            "DOTENV_PATH": os.devnull,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "Q_WORKERS": "2",
+        }
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return env
+
+
+def healthz(port: int) -> int | None:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+    except requests.RequestException:
+        return None
+
+
 def test_it_serves_with_embedded_storage_and_stops_everything_on_ctrl_c(tmp_path):
     port, storage_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "CKAN_", "SQS_", "CF_", "AWS_"))}
@@ -106,3 +160,86 @@ def test_it_serves_with_embedded_storage_and_stops_everything_on_ctrl_c(tmp_path
     assert [pid for pid in children if alive(pid)] == []
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def start_serve(tmp_path, *args: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    port, storage_port = free_port(), free_port()
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--storage-port",
+            str(storage_port),
+            *args,
+        ],
+        cwd=ROOT,
+        env=serve_environ(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    wait_for(lambda: healthz(port) == 200, timeout=90, what="the web server to answer /healthz")
+    wait_for(lambda: len(child_commands(proc.pid)) == 3, timeout=30, what="web, run_qcluster and consume_sqs")
+    return proc, port, storage_port
+
+
+def test_a_child_that_dies_is_restarted_and_the_service_keeps_answering(tmp_path):
+    proc, port, storage_port = start_serve(tmp_path)
+    try:
+        before = child_commands(proc.pid)
+        os.kill(before["consume_sqs"], signal.SIGKILL)
+        os.kill(before["run_qcluster"], signal.SIGKILL)
+        answers = []
+
+        def restarted() -> bool:
+            answers.append(healthz(port))
+            now = child_commands(proc.pid)
+            return all(now.get(name) not in (None, before[name]) for name in ("consume_sqs", "run_qcluster"))
+
+        wait_for(restarted, timeout=60, interval=0.5, what="serve to restart the consumer and the cluster")
+        assert set(answers) == {200}, answers  # the web server answered throughout
+        assert proc.poll() is None
+        log = (tmp_path / "serve.log").read_text()
+        assert "sqs-consumer exited with -9; restarting it in " in log
+        assert "worker exited with -9; restarting it in " in log
+        assert child_commands(proc.pid)["web"] == before["web"]  # the others were left alone
+        # The restarted consumer works: an object put into the embedded bucket becomes an event.
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{storage_port}",
+            region_name="us-east-1",
+            aws_access_key_id="embedded-moto",
+            aws_secret_access_key="embedded-moto",
+        )
+        s3.put_object(Bucket="ckan-uploads", Key="stray/after-restart.csv", Body=b"a,b\n")
+
+        def recorded_keys() -> list[str]:
+            with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+                return [key for (key,) in db.execute("SELECT key FROM uploads_storageevent")]
+
+        wait_for(recorded_keys, timeout=60, what="the restarted consumer to record the event")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_sigterm_stops_every_child_within_the_bound_even_one_that_does_not_listen(tmp_path):
+    proc, port, _ = start_serve(tmp_path, "--stop-timeout", "3")
+    children = child_commands(proc.pid)
+    everyone = [pid for pgid in children.values() for pid in group_members(pgid)]
+    assert len(everyone) > len(children)  # gunicorn and qcluster workers, in their leaders' groups
+    os.kill(children["consume_sqs"], signal.SIGSTOP)  # a stopped process handles no SIGTERM
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    took = time.monotonic() - started
+    assert proc.returncode == 0
+    assert took < 3 + 5, took
+    time.sleep(0.5)
+    assert [pid for pid in everyone if alive(pid)] == []
+    assert "sqs-consumer did not stop within 3 s: killing its process group" in (tmp_path / "serve.log").read_text()
+    assert healthz(port) is None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -10,8 +11,11 @@ from django.test import override_settings
 
 from tests.support.cf_queue import FakeCloudflareQueue
 from tests.support.factories import make_upload as build_upload
+from tests.support.processes import wait_for
+from tests.support.tcp_proxy import TcpProxy
+from uploads.consumers.backoff import Backoff
 from uploads.consumers.r2_queue import CloudflareQueueClient, CloudflareQueueError, QueueConfig, R2QueueConsumer
-from uploads.models import EventStatus, StorageEvent, Upload, UploadState
+from uploads.models import ConsumerHealth, EventStatus, StorageEvent, Upload, UploadState
 from uploads.services import ingest
 
 BUCKET = "ckan-uploads"
@@ -164,3 +168,39 @@ def test_the_command_refuses_to_start_without_configuration():
         pytest.raises(CommandError, match="CF_ACCOUNT_ID"),
     ):
         call_command("consume_r2_queue", "--once")
+
+
+def test_it_rides_out_an_unreachable_queues_api_with_backoff_then_records_what_waited(queue):
+    proxy = TcpProxy(queue.base_url).start()
+    proxy.stop()
+    client = CloudflareQueueClient(
+        QueueConfig(
+            api_base_url=f"{proxy.url}/client/v4",
+            account_id=queue.account_id,
+            queue_id=queue.queue_id,
+            api_token=queue.token,
+        )
+    )
+    loop = R2QueueConsumer(client=client, idle_seconds=0.05, backoff=Backoff(base=0.05, cap=0.2))
+    thread = threading.Thread(target=loop.run)
+    thread.start()
+    try:
+        wait_for(
+            lambda: ConsumerHealth.objects.filter(name="r2-queue", consecutive_errors__gte=3).exists(),
+            timeout=30,
+            what="three failed pulls",
+        )
+        upload = make_upload()
+        queue.send(notification(upload.key))
+        proxy.start()
+        wait_for(lambda: StorageEvent.objects.filter(key=upload.key).exists(), timeout=30, what="the event")
+        wait_for(lambda: queue.backlog == 0, timeout=10, what="the ack")
+    finally:
+        loop.stop()
+        thread.join(timeout=10)
+        proxy.stop()
+    assert not thread.is_alive()
+    row = ConsumerHealth.objects.get(name="r2-queue")
+    assert row.consecutive_errors == 0 and row.receive_errors_total >= 3
+    assert row.last_error == "could not reach the Queues API (pull): ConnectionError"
+    assert queue.token not in row.last_error

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import logging
+import threading
+
 import pytest
 import requests
 from django.core.management import call_command
@@ -9,9 +12,11 @@ from django_q.models import OrmQ
 
 from tests.support.factories import make_upload as build_upload
 from tests.support.processes import child_environ, manage_process, wait_for
+from tests.support.tcp_proxy import TcpProxy
 from uploads import storage
+from uploads.consumers.backoff import Backoff
 from uploads.consumers.sqs import SqsConsumer, make_sqs_client
-from uploads.models import EventStatus, StorageEvent, Upload, UploadState
+from uploads.models import ConsumerHealth, EventStatus, StorageEvent, Upload, UploadState
 from uploads.services import ingest
 
 RESOURCE_ID = "3f1b0c8e-2a4d-4c6e-9b1a-0123456789ab"
@@ -150,3 +155,53 @@ def test_the_command_runs_as_a_process_and_stops_gracefully_on_sigterm(sqs_env, 
     assert proc.returncode == 0, (tmp_path / "consumer.log").read_text()
     upload.refresh_from_db()
     assert upload.state == UploadState.UPLOADED
+
+
+def test_it_rides_out_an_unreachable_queue_then_records_what_waited_there(sqs_env, monkeypatch, caplog):
+    proxy = TcpProxy(sqs_env.endpoint).start()
+    proxy.stop()  # the queue endpoint refuses connections from the start
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.url)
+    queue_url = sqs_env.queue_url.replace(sqs_env.endpoint, proxy.url)
+    loop = SqsConsumer(
+        client=make_sqs_client(wait_seconds=1),
+        queue_url=queue_url,
+        wait_seconds=1,
+        backoff=Backoff(base=0.05, cap=0.2),
+    )
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            crashed.append(exc)
+
+    caplog.set_level(logging.WARNING, logger="uploads.consumers")
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_for(
+            lambda: ConsumerHealth.objects.filter(name="sqs", consecutive_errors__gte=3).exists(),
+            timeout=30,
+            what="three failed receives",
+        )
+        upload = make_upload(sqs_env)
+        put_through_presigned_url(upload)
+        proxy.start()
+        wait_for(lambda: StorageEvent.objects.filter(key=upload.key).exists(), timeout=30, what="the event")
+        wait_for(
+            lambda: ConsumerHealth.objects.filter(name="sqs", consecutive_errors=0).exists(),
+            timeout=10,
+            what="the streak to end",
+        )
+    finally:
+        loop.stop()
+        thread.join(timeout=10)
+        proxy.stop()
+    assert not thread.is_alive() and crashed == []
+    row = ConsumerHealth.objects.get(name="sqs")
+    assert row.receive_errors_total >= 3 and row.last_ok_at > row.last_error_at
+    assert row.last_error == "could not receive from SQS: EndpointConnectionError"
+    warnings = [r.getMessage() for r in caplog.records if "trying again in" in r.getMessage()]
+    assert len(warnings) >= 3
+    assert not any(proxy.url in line or "testing-secret-key" in line for line in warnings)

@@ -13,6 +13,7 @@ from typing import Any
 import requests
 from django.db import close_old_connections
 
+from uploads.consumers.backoff import Backoff
 from uploads.consumers.recording import Tally, record_message
 from uploads.consumers.signals import StoppableLoop
 from uploads.events import parse_r2_pulled_message
@@ -82,6 +83,8 @@ class CloudflareQueueClient:
 class R2QueueConsumer(StoppableLoop):
     """A pull/record/ack loop; ``stop()`` ends it at the next safe point."""
 
+    name = EventSource.R2_QUEUE.value
+
     def __init__(
         self,
         *,
@@ -90,8 +93,9 @@ class R2QueueConsumer(StoppableLoop):
         visibility_timeout_ms: int = 60_000,
         retry_delay_seconds: int = 30,
         idle_seconds: float = 5.0,
+        backoff: Backoff | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(backoff=backoff)
         self.client = client
         self.batch_size = max(1, min(batch_size, MAX_BATCH_SIZE))
         self.visibility_timeout_ms = max(1, min(visibility_timeout_ms, MAX_VISIBILITY_TIMEOUT_MS))
@@ -137,17 +141,24 @@ class R2QueueConsumer(StoppableLoop):
         return tally
 
     def run(self, *, once: bool = False) -> Tally:
-        """Consume until stopped; with ``once``, until the queue answers empty."""
+        """Consume until stopped, riding out queue outages; with ``once``, until the queue answers empty.
+
+        ``once`` is a drain for an operator or a test: an API error ends it (and leaves the
+        running service's heartbeat alone).
+        """
         total = Tally()
+        if not once:
+            self.health.started()
         while not self.stopping.is_set():
             try:
                 tally = self.poll_once()
             except CloudflareQueueError as exc:
                 if once:
                     raise
-                log.warning("%s; trying again in %s s", exc, self.idle_seconds)
-                self.stopping.wait(self.idle_seconds)
+                self.receive_failed(exc)
                 continue
+            if not once:
+                self.receive_succeeded()
             total.add(tally)
             if tally.messages:
                 log.info("r2-queue: %s", tally)

@@ -1,13 +1,21 @@
-"""Graceful stop for the consumer commands."""
+"""What every consumer loop shares: graceful stop, and surviving an outage of its queue."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Protocol
+
+from django.conf import settings
+
+from uploads.consumers.backoff import Backoff
+from uploads.consumers.health import HealthReporter
+
+log = logging.getLogger(__name__)
 
 
 class Stoppable(Protocol):
@@ -17,15 +25,34 @@ class Stoppable(Protocol):
 
 
 class StoppableLoop:
-    """What every consumer loop shares: a stop request, and whether a batch is in hand."""
+    """A stop request, whether a batch is in hand, and the backoff and heartbeat of the receive loop."""
 
-    def __init__(self) -> None:
+    name = ""  # the consumer's name in /healthz and /metrics
+
+    def __init__(self, *, backoff: Backoff | None = None) -> None:
         self.stopping = threading.Event()
         # True while received messages are being recorded and acknowledged: not a moment to exit.
         self.busy = False
+        self.backoff = backoff or Backoff(cap=settings.CONSUMER_BACKOFF_MAX_SECONDS)
+        self.health = HealthReporter(self.name)
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def receive_failed(self, reason: Exception) -> None:
+        """Count, log and report a failed receive, then wait out the backoff (a stop cuts it short)."""
+        delay = self.backoff.failed()
+        self.health.error(str(reason))
+        log.warning(
+            "%s consumer: %s (%d in a row); trying again in %.1f s", self.name, reason, self.backoff.failures, delay
+        )
+        self.stopping.wait(delay)
+
+    def receive_succeeded(self) -> None:
+        if self.backoff.failures:
+            log.info("%s consumer: the queue answers again after %d errors", self.name, self.backoff.failures)
+        self.backoff.reset()
+        self.health.ok()
 
 
 @contextmanager

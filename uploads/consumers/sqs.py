@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.db import close_old_connections
 
+from uploads.consumers.backoff import Backoff
 from uploads.consumers.recording import Tally, record_message
 from uploads.consumers.signals import StoppableLoop
 from uploads.events import parse_json_bytes, parse_s3_body
@@ -28,7 +29,14 @@ DRAIN_POLL_SECONDS = 1
 
 
 class ConsumerError(Exception):
-    """The queue could not be read."""
+    """The queue could not be read (the message names the error, never the queue URL or a key)."""
+
+
+def _reason(exc: BotoCoreError | ClientError) -> str:
+    # str(exc) of a connection error quotes the endpoint URL: keep the class (and AWS's code).
+    if isinstance(exc, ClientError):
+        return f"ClientError {exc.response.get('Error', {}).get('Code', '?')}"
+    return type(exc).__name__
 
 
 def make_sqs_client(*, wait_seconds: int = LONG_POLL_SECONDS) -> Any:
@@ -47,8 +55,18 @@ def make_sqs_client(*, wait_seconds: int = LONG_POLL_SECONDS) -> Any:
 class SqsConsumer(StoppableLoop):
     """A receive/record/delete loop over one queue; ``stop()`` ends it at the next safe point."""
 
-    def __init__(self, *, client: Any, queue_url: str, wait_seconds: int = LONG_POLL_SECONDS, batch_size: int = 10):
-        super().__init__()
+    name = EventSource.SQS.value
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        queue_url: str,
+        wait_seconds: int = LONG_POLL_SECONDS,
+        batch_size: int = 10,
+        backoff: Backoff | None = None,
+    ):
+        super().__init__(backoff=backoff)
         self.client = client
         self.queue_url = queue_url
         self.wait_seconds = wait_seconds
@@ -63,7 +81,7 @@ class SqsConsumer(StoppableLoop):
                 AttributeNames=["ApproximateReceiveCount"],
             )
         except (BotoCoreError, ClientError) as exc:
-            raise ConsumerError(f"could not receive from SQS: {exc}") from None
+            raise ConsumerError(f"could not receive from SQS: {_reason(exc)}") from None
         return list(answer.get("Messages", []))
 
     def handle(self, message: dict[str, Any]) -> Tally:
@@ -88,7 +106,7 @@ class SqsConsumer(StoppableLoop):
             answer = self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
         except (BotoCoreError, ClientError) as exc:
             # Recorded already: a redelivery is counted as a duplicate, nothing else.
-            log.warning("could not delete %d recorded SQS messages: %s", len(entries), exc)
+            log.warning("could not delete %d recorded SQS messages: %s", len(entries), _reason(exc))
             return
         for failure in answer.get("Failed", []):
             log.warning("SQS did not delete a recorded message: %s", failure.get("Message") or failure.get("Code"))
@@ -112,10 +130,24 @@ class SqsConsumer(StoppableLoop):
         return tally
 
     def run(self, *, once: bool = False) -> Tally:
-        """Consume until stopped; with ``once``, until the queue answers empty."""
+        """Consume until stopped, riding out queue outages; with ``once``, until the queue answers empty.
+
+        ``once`` is a drain for an operator or a test: a receive error ends it (and leaves the
+        running service's heartbeat alone).
+        """
         total = Tally()
+        if not once:
+            self.health.started()
         while not self.stopping.is_set():
-            tally = self.poll_once(DRAIN_POLL_SECONDS if once else self.wait_seconds)
+            try:
+                tally = self.poll_once(DRAIN_POLL_SECONDS if once else self.wait_seconds)
+            except ConsumerError as exc:
+                if once:
+                    raise
+                self.receive_failed(exc)
+                continue
+            if not once:
+                self.receive_succeeded()
             total.add(tally)
             if tally.messages:
                 log.info("sqs: %s", tally)

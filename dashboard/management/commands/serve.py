@@ -1,7 +1,8 @@
 """Run the whole service in the foreground: web server, qcluster and event consumers.
 
 When no object storage is configured, an embedded moto S3 (with SQS and bucket notifications)
-is started on loopback first, and the children are pointed at it. One Ctrl-C stops everything.
+is started on loopback first, and the children are pointed at it. A child that exits is started
+again after a backoff; one Ctrl-C (or SIGTERM) stops everything within ``--stop-timeout``.
 """
 
 from __future__ import annotations
@@ -11,25 +12,67 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from uploads import storage
+from uploads.consumers.backoff import Backoff
 
 EMBEDDED_BUCKET = "ckan-uploads"
 EMBEDDED_QUEUE = "ckan-upload-events"
 EMBEDDED_KEY = "embedded-moto"
+# A child that ran this long before exiting was not crash-looping: its next restart is quick again.
+STABLE_SECONDS = 60.0
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class Child:
+    """One supervised process, in its own process group so that it can be stopped whole."""
+
+    name: str
+    command: list[str]
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float = 0.0
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.command, env=env, cwd=settings.BASE_DIR, process_group=0)
+        self.started_at = time.monotonic()
+
+    def exited(self) -> int | None:
+        """The exit code once the process has ended (and its group been cleared), else None."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        self.kill_group()  # whatever it forked and left behind
+        return self.proc.returncode
+
+    def kill_group(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class Command(BaseCommand):
-    help = "Run the web server, the qcluster workers and the event consumers together."
+    help = "Run the web server, the qcluster workers and the event consumers together, restarting any that exits."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default=os.environ.get("BIND", "127.0.0.1:8000"))
         parser.add_argument("--web-workers", type=int, default=2)
         parser.add_argument("--storage-port", type=int, default=int(os.environ.get("EMBEDDED_STORAGE_PORT", "9000")))
+        parser.add_argument(
+            "--stop-timeout",
+            type=float,
+            default=10.0,
+            help="seconds the children get to stop after SIGTERM before their process groups are killed",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         env = dict(os.environ)
@@ -37,7 +80,6 @@ class Command(BaseCommand):
         if not storage.is_configured():
             moto, extra = self._start_embedded_storage(options["storage_port"])
             env.update(extra)
-        children = self._start_children(env, options)
         stopping = False
 
         def stop(signum: int, frame: Any) -> None:
@@ -46,61 +88,86 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Serving on http://{options['bind']}/ (admin at /admin/, "
-                f"API docs at /api/v1/docs). Ctrl-C stops everything."
-            )
-        )
-        exit_code = 0
+        children = self._children(env, options)
         try:
+            for child in children:
+                self.stdout.write(f"starting {child.name}: {' '.join(child.command[1:])}")
+                child.start(env)
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Serving on http://{options['bind']}/ (admin at /admin/, "
+                    f"API docs at /api/v1/docs). Ctrl-C stops everything."
+                )
+            )
             while not stopping:
-                for name, proc in children.items():
-                    if proc.poll() is not None:
-                        self.stderr.write(f"{name} exited with {proc.returncode}; stopping the rest.")
-                        stopping, exit_code = True, 1
-                        break
-                time.sleep(0.5)
+                self._supervise(children, env)
+                time.sleep(POLL_SECONDS)
         finally:
-            for proc in children.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            for proc in children.values():
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            self._stop(children, options["stop_timeout"])
             if moto is not None:
                 moto.stop()
-        sys.exit(exit_code)
+        sys.exit(0)
 
-    def _start_children(self, env: dict[str, str], options: dict[str, Any]) -> dict[str, subprocess.Popen[bytes]]:
+    def _supervise(self, children: list[Child], env: dict[str, str]) -> None:
+        """Restart, after its backoff, each child that has exited; the others keep running."""
+        now = time.monotonic()
+        for child in children:
+            if child.proc is None:
+                if now >= child.restart_at:
+                    self.stderr.write(f"restarting {child.name}")
+                    child.start(env)
+                continue
+            code = child.exited()
+            if code is None:
+                continue
+            if now - child.started_at >= STABLE_SECONDS:
+                child.backoff.reset()
+            delay = child.backoff.failed()
+            self.stderr.write(f"{child.name} exited with {code}; restarting it in {delay:.1f} s")
+            child.proc, child.restart_at = None, now + delay
+
+    def _stop(self, children: list[Child], timeout: float) -> None:
+        """SIGTERM each child's main process, then SIGKILL each whole group after ``timeout``."""
+        running = [(c.name, c.proc) for c in children if c.proc is not None and c.proc.poll() is None]
+        # The main process only: gunicorn's master and qcluster's main stop their own workers.
+        for _, proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, proc in running:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.stderr.write(f"{name} did not stop within {timeout:g} s: killing its process group")
+        for child in children:
+            child.kill_group()
+            if child.proc is not None:
+                child.proc.wait()
+
+    def _children(self, env: dict[str, str], options: dict[str, Any]) -> list[Child]:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        commands: dict[str, list[str]] = {
-            "web": [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "dashboard.wsgi:application",
-                "--bind",
-                options["bind"],
-                "--workers",
-                str(options["web_workers"]),
-                "--no-control-socket",
-                "--access-logfile",
-                "-",
-            ],
-            "worker": [*manage, "qcluster"],
-        }
+        children = [
+            Child(
+                "web",
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "dashboard.wsgi:application",
+                    "--bind",
+                    options["bind"],
+                    "--workers",
+                    str(options["web_workers"]),
+                    "--no-control-socket",
+                    "--access-logfile",
+                    "-",
+                ],
+            ),
+            Child("worker", [*manage, "run_qcluster"]),
+        ]
         if env.get("SQS_QUEUE_URL"):
-            commands["sqs-consumer"] = [*manage, "consume_sqs"]
+            children.append(Child("sqs-consumer", [*manage, "consume_sqs"]))
         if env.get("CF_QUEUE_ID"):
-            commands["r2-consumer"] = [*manage, "consume_r2_queue"]
-        children = {}
-        for name, command in commands.items():
-            self.stdout.write(f"starting {name}: {' '.join(command[1:])}")
-            children[name] = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
+            children.append(Child("r2-consumer", [*manage, "consume_r2_queue"]))
         return children
 
     def _start_embedded_storage(self, port: int) -> tuple[Any, dict[str, str]]:
