@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from uploads import ckan, storage
 from uploads.models import Upload
+from uploads.services import privacy
 from uploads.validation import build_key
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ def identify_requester(token: str) -> tuple[str, str]:
     return name, user_id
 
 
+def dataset_privacy(package_id: str, *, token: str) -> bool:
+    """Whether the dataset is private (read with the client's token); refuse when the rule says so."""
+    return privacy.check_issuance(ckan.package_show(package_id, token=token))
+
+
 def issue_upload(
     *,
     resource_id: str,
@@ -70,19 +76,30 @@ def issue_upload(
     client_token: str,
     client_address: str | None,
     resource: dict[str, Any] | None = None,
+    dataset_private: bool | None = None,
 ) -> IssuedUpload:
     """Check the client may update the resource, record an Upload and sign its PUT URL.
 
     ``resource`` is given when the caller has just created the resource with the same token,
-    which already proves the right to update it.
+    which already proves the right to update it; ``dataset_private`` when it has checked the
+    dataset's privacy already.
     """
     if resource is None:
         resource = ckan.authorize_resource_update(resource_id, token=client_token)
+    if dataset_private is None:
+        dataset_private = dataset_privacy(str(resource.get("package_id", "")), token=client_token)
     requested_by, requested_by_id = identify_requester(client_token)
     upload_id = uuid.uuid4()
     key = build_key(settings.STORAGE_KEY_PREFIX, resource_id, upload_id, filename)
     ttl = storage.capped_ttl(settings.UPLOAD_URL_TTL)
-    signed = storage.presign_put(key, content_type=content_type, content_length=size, sha256_hex=sha256, expires_in=ttl)
+    signed = storage.presign_put(
+        key,
+        content_type=content_type,
+        content_length=size,
+        sha256_hex=sha256,
+        expires_in=ttl,
+        acl=privacy.upload_acl(),
+    )
     now = timezone.now()
     with transaction.atomic():
         upload = Upload.objects.create(
@@ -100,6 +117,7 @@ def issue_upload(
             client_address=client_address,
             issued_at=now,
             expires_at=now + timedelta(seconds=signed.expires_in),
+            dataset_private=dataset_private,
         )
     log.info("issued upload %s for resource %s to %s", upload.id, resource_id, requested_by)
     return IssuedUpload(upload=upload, url=signed.url, headers=signed.headers)
@@ -116,6 +134,8 @@ def create_resource_and_issue(
     client_address: str | None,
 ) -> tuple[dict[str, Any], IssuedUpload]:
     """Create a CKAN resource with the client's token, then issue an upload URL for it."""
+    # Before creating anything: a refused file must not leave an empty resource behind.
+    private = dataset_privacy(str(fields.get("package_id", "")), token=client_token)
     resource = ckan.resource_create(fields, token=client_token)
     issued = issue_upload(
         resource_id=str(resource["id"]),
@@ -126,5 +146,6 @@ def create_resource_and_issue(
         client_token=client_token,
         client_address=client_address,
         resource=resource,
+        dataset_private=private,
     )
     return resource, issued
