@@ -125,6 +125,14 @@ STORAGE_PUBLIC_BASE_URL = env_str("STORAGE_PUBLIC_BASE_URL").rstrip("/")
 # R2 and S3 both refuse presigned URLs valid for more than 7 days.
 MAX_UPLOAD_URL_TTL = 604800
 UPLOAD_URL_TTL = env_int("UPLOAD_URL_TTL", 3600, minimum=1, maximum=MAX_UPLOAD_URL_TTL)
+# S3 object ACLs: public datasets' files are PUT with `x-amz-acl: public-read`, and the reconcile
+# fix can make one object private. R2 has no object ACLs: leave this off there.
+STORAGE_OBJECT_ACLS = env_bool("STORAGE_OBJECT_ACLS", False)
+
+# --- Privacy (docs/privacy.md) ------------------------------------------------------------
+# "refuse": no public URL for a private dataset's file (409). "public": the operator's explicit
+# opt-in that private datasets' files are readable by anyone who has their bucket URL.
+PRIVATE_DATASET_UPLOADS = env_str("PRIVATE_DATASET_UPLOADS", "refuse").lower()
 
 # --- Large files (multipart) --------------------------------------------------------------
 _MIB = 1024**2

@@ -41,7 +41,7 @@ def ckan_site():
 
 @pytest.fixture
 def ckan_world(ckan_site):
-    """An org, a private dataset with a resource, and an editor, a viewer and an outsider."""
+    """An org, a public dataset with a resource, and an editor, a viewer and an outsider."""
     from tests.support.ckan_site import make_world
 
     return make_world(ckan_site)

@@ -19,7 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 from uploads import ckan, storage
 from uploads.api_events import router as events_router
 from uploads.models import Upload
-from uploads.services import complete, issue
+from uploads.services import complete, issue, privacy
 from uploads.services.issue import UploadConflict
 from uploads.services.owner import NotOwner, authorize_owner
 from uploads.validation import (
@@ -119,6 +119,11 @@ def _ckan_error(request: HttpRequest, exc: ckan.CkanError) -> HttpResponse:
         return error_response(request, 502, "ckan_error", f"CKAN answered {exc.status}: {exc.message}")
     log.warning("CKAN unavailable: %s", exc.message)
     return error_response(request, 502, "ckan_unavailable", "CKAN could not be reached; try again later")
+
+
+@api.exception_handler(privacy.PrivateDatasetRefused)
+def _private_dataset(request: HttpRequest, exc: privacy.PrivateDatasetRefused) -> HttpResponse:
+    return error_response(request, 409, "private_dataset", str(exc))
 
 
 @api.exception_handler(storage.StorageError)
@@ -279,7 +284,7 @@ class ErrorOut(Schema):
     error: dict[str, Any]
 
 
-ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 502, 503)}
+ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 502, 503)}
 OWNER_ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 502, 503)}
 
 

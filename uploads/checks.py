@@ -72,6 +72,21 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
                 id="uploads.E009",
             )
         )
+    if settings.PRIVATE_DATASET_UPLOADS not in {"refuse", "public"}:
+        problems.append(
+            Error(
+                f"PRIVATE_DATASET_UPLOADS={settings.PRIVATE_DATASET_UPLOADS!r} must be 'refuse' or 'public' "
+                "(until fixed, private datasets' files are refused).",
+                id="uploads.E010",
+            )
+        )
+    if settings.STORAGE_OBJECT_ACLS and "r2.cloudflarestorage.com" in settings.STORAGE_ENDPOINT_URL:
+        problems.append(
+            Error(
+                "STORAGE_OBJECT_ACLS is on but R2 has no object ACLs: turn it off (see docs/privacy.md).",
+                id="uploads.E011",
+            )
+        )
     if settings.EVENTS_WEBHOOK_SECRET and len(settings.EVENTS_WEBHOOK_SECRET) < 16:
         problems.append(Error("EVENTS_WEBHOOK_SECRET must be at least 16 characters.", id="uploads.E008"))
     return problems

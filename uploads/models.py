@@ -67,6 +67,10 @@ class Upload(models.Model):
     linked_at = models.DateTimeField(null=True, blank=True)
     linked_url = models.URLField(max_length=2048, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    dataset_private = models.BooleanField(
+        default=False,
+        help_text="The dataset was private when the file's readability was set (at issuance, or by a reconcile fix)",
+    )
 
     class Meta:
         ordering = ["-issued_at"]
@@ -224,6 +228,7 @@ class DiscrepancyKind(models.TextChoices):
     SUPERSEDED = "superseded", "Superseded object (reclaimable)"
     UNLINKED = "unlinked", "Failed, but the object is in the bucket"
     STRAY_MULTIPART = "stray_multipart", "Multipart upload unknown to the ledger"
+    EXPOSURE = "exposure", "Readability differs from the dataset"
 
 
 class DiscrepancyState(models.TextChoices):

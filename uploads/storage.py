@@ -122,8 +122,12 @@ def presign_put(
     content_length: int | None,
     sha256_hex: str = "",
     expires_in: int,
+    acl: str = "",
 ) -> PresignedPut:
-    """Sign a single PUT of ``key``; the returned headers are bound into the signature."""
+    """Sign a single PUT of ``key``; the returned headers are bound into the signature.
+
+    ``acl`` is a canned ACL (``public-read``) for stores with object ACLs; R2 has none.
+    """
     params: dict[str, Any] = {"Bucket": settings.STORAGE_BUCKET, "Key": key, "ContentType": content_type}
     headers = {"Content-Type": content_type}
     if content_length is not None:
@@ -133,6 +137,9 @@ def presign_put(
         checksum = hex_sha256_to_base64(sha256_hex)
         params["ChecksumSHA256"] = checksum
         headers["x-amz-checksum-sha256"] = checksum
+    if acl:
+        params["ACL"] = acl
+        headers["x-amz-acl"] = acl
     ttl = capped_ttl(expires_in)
     try:
         url = get_client().generate_presigned_url("put_object", Params=params, ExpiresIn=ttl, HttpMethod="PUT")
@@ -158,10 +165,13 @@ def _multipart_failure(action: str, key: str, exc: BotoCoreError | ClientError) 
     return StorageError(f"{action} {key!r} failed: {type(exc).__name__}")
 
 
-def create_multipart_upload(key: str, *, content_type: str) -> str:
-    """Start a multipart upload of ``key``; returns the store's upload id."""
+def create_multipart_upload(key: str, *, content_type: str, acl: str = "") -> str:
+    """Start a multipart upload of ``key`` (``acl``: a canned ACL the object gets); returns its upload id."""
+    params: dict[str, Any] = {"Bucket": settings.STORAGE_BUCKET, "Key": key, "ContentType": content_type}
+    if acl:
+        params["ACL"] = acl
     try:
-        answer = get_client().create_multipart_upload(Bucket=settings.STORAGE_BUCKET, Key=key, ContentType=content_type)
+        answer = get_client().create_multipart_upload(**params)
     except (BotoCoreError, ClientError) as exc:
         raise _multipart_failure("CreateMultipartUpload", key, exc) from None
     return str(answer["UploadId"])
@@ -293,6 +303,34 @@ def delete_object(key: str) -> None:
         get_client().delete_object(Bucket=settings.STORAGE_BUCKET, Key=key)
     except (BotoCoreError, ClientError) as exc:
         raise StorageError(f"DELETE {key!r} failed: {type(exc).__name__}") from None
+
+
+_ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def object_is_public(key: str) -> bool | None:
+    """Whether the object's ACL lets anyone read it; None when there is no such object."""
+    try:
+        response = get_client().get_object_acl(Bucket=settings.STORAGE_BUCKET, Key=key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise StorageError(f"GET ACL of {key!r} failed: {code or type(exc).__name__}") from None
+    except BotoCoreError as exc:
+        raise StorageError(f"GET ACL of {key!r} failed: {type(exc).__name__}") from None
+    return any(
+        grant.get("Grantee", {}).get("URI") == _ALL_USERS and grant.get("Permission") in {"READ", "FULL_CONTROL"}
+        for grant in response.get("Grants", [])
+    )
+
+
+def set_object_public(key: str, *, public: bool) -> None:
+    """Give one object the canned ACL ``public-read`` or ``private`` (S3 with object ACLs only)."""
+    try:
+        get_client().put_object_acl(Bucket=settings.STORAGE_BUCKET, Key=key, ACL="public-read" if public else "private")
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"PUT ACL of {key!r} failed: {type(exc).__name__}") from None
 
 
 def public_url(key: str) -> str:

@@ -148,7 +148,14 @@ class LedgerListAdmin(ReadOnlyAdmin):
 @admin.register(Upload)
 class UploadAdmin(LedgerListAdmin):
     list_display = ("filename", "state_badge", "resource_id", "requested_by", "issued_at", "attempts", "linked_at")
-    list_filter = ("state", ("issued_at", admin.DateFieldListFilter), RequesterFilter, DatasetFilter, ResourceFilter)
+    list_filter = (
+        "state",
+        ("issued_at", admin.DateFieldListFilter),
+        "dataset_private",
+        RequesterFilter,
+        DatasetFilter,
+        ResourceFilter,
+    )
     search_fields = ("=id", "=resource_id", "=package_id", "key", "filename", "=requested_by")
     search_help_text = (
         "An upload, resource or dataset id; an object key (or its start); a file name (or its start); a requester."
@@ -166,6 +173,7 @@ class UploadAdmin(LedgerListAdmin):
                     "state_badge",
                     "ckan_link",
                     "package_id",
+                    "dataset_private",
                     "filename",
                     "content_type",
                     "declared_size",

@@ -121,3 +121,12 @@ def test_a_database_url_that_cannot_be_read_is_reported_by_check(tmp_path, url):
     )
     assert result.returncode == 1
     assert "DATABASE_URL could not be read" in result.stderr
+
+
+def test_it_reports_an_unknown_private_dataset_policy_and_acls_on_r2():
+    with override_settings(
+        PRIVATE_DATASET_UPLOADS="open",
+        STORAGE_OBJECT_ACLS=True,
+        STORAGE_ENDPOINT_URL="https://abc.r2.cloudflarestorage.com",
+    ):
+        assert {"uploads.E010", "uploads.E011"} <= ids(check_configuration())

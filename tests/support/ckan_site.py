@@ -140,7 +140,7 @@ class CkanSite(CkanClient):
         return self.action("organization_member_create", id=org_id, username=username, role=role)
 
     def create_dataset(
-        self, org_id: str, prefix: str = "dataset", private: bool = True, **extra: Any
+        self, org_id: str, prefix: str = "dataset", private: bool = False, **extra: Any
     ) -> dict[str, Any]:
         name = _slug(prefix)
         data: dict[str, Any] = {"name": name, "title": f"Test dataset {name}", "owner_org": org_id, "private": private}
@@ -155,7 +155,7 @@ class CkanSite(CkanClient):
 
 @dataclass
 class World:
-    """A private dataset in an org, with users of each access level."""
+    """A dataset (public unless asked otherwise) in an org, with users of each access level."""
 
     site: CkanSite
     org: dict[str, Any]
@@ -163,12 +163,12 @@ class World:
     resource: dict[str, Any]
     editor: CkanUser  # org role "editor": may resource_patch
     viewer: CkanUser  # org role "member": may resource_show, 403 on writes
-    outsider: CkanUser  # no membership: 403 on the private dataset
+    outsider: CkanUser  # no membership: 403 on writes (and on reads of a private dataset)
 
 
-def make_world(site: CkanSite, prefix: str = "t") -> World:
+def make_world(site: CkanSite, prefix: str = "t", *, private: bool = False) -> World:
     org = site.create_org(f"{prefix}-org")
-    dataset = site.create_dataset(org["id"], f"{prefix}-ds", private=True, notes="Dataset made by tests")
+    dataset = site.create_dataset(org["id"], f"{prefix}-ds", private=private, notes="Dataset made by tests")
     resource = site.create_resource(
         dataset["id"],
         name="report.csv",

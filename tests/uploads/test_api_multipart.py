@@ -46,6 +46,10 @@ def fake_ckan():
             f"{CKAN}/api/3/action/resource_patch",
             json={"success": True, "result": {"id": RESOURCE_ID, "package_id": PACKAGE_ID}},
         )
+        mock.post(
+            f"{CKAN}/api/3/action/package_show",
+            json={"success": True, "result": {"id": PACKAGE_ID, "private": False, "state": "active"}},
+        )
         mock.add_callback(responses.POST, f"{CKAN}/api/3/action/user_show", callback=user_show)
         mock.add_passthru("http://127.0.0.1")
         yield mock

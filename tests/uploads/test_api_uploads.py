@@ -20,6 +20,10 @@ def ckan_action(name: str) -> str:
     return f"{CKAN}/api/3/action/{name}"
 
 
+def package_result(*, private: bool) -> dict:
+    return {"success": True, "result": {"id": PACKAGE_ID, "private": private, "state": "active", "resources": []}}
+
+
 @pytest.fixture
 def fake_ckan():
     """CKAN as seen by an editor of RESOURCE_ID (unit tests only: integration uses a real CKAN)."""
@@ -32,6 +36,7 @@ def fake_ckan():
             json={"success": True, "result": {"id": RESOURCE_ID, "package_id": PACKAGE_ID}},
         )
         mock.post(ckan_action("user_show"), json={"success": True, "result": {"name": "alice", "id": "u-1"}})
+        mock.post(ckan_action("package_show"), json=package_result(private=False))
         mock.add_passthru("http://127.0.0.1")
         yield mock
 
@@ -201,3 +206,56 @@ def test_it_serves_an_openapi_schema(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/uploads" in schema["paths"]
     assert "/api/v1/resources" in schema["paths"]
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_private_datasets_file_with_a_409_naming_the_setting(client, storage_world, fake_ckan):
+    fake_ckan.replace(responses.POST, ckan_action("package_show"), json=package_result(private=True))
+    response = post_upload(client, {"resource_id": RESOURCE_ID, "filename": "a.csv", "content_type": "text/csv"})
+    assert response.status_code == 409, response.content
+    error = response.json()["error"]
+    assert error["code"] == "private_dataset"
+    assert "PRIVATE_DATASET_UPLOADS=public" in error["message"]
+    assert Upload.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_with_the_opt_in_a_private_datasets_file_is_issued_and_recorded_as_private(client, storage_world, fake_ckan):
+    fake_ckan.replace(responses.POST, ckan_action("package_show"), json=package_result(private=True))
+    with override_settings(PRIVATE_DATASET_UPLOADS="public"):
+        response = post_upload(client, {"resource_id": RESOURCE_ID, "filename": "a.csv", "content_type": "text/csv"})
+    assert response.status_code == 201, response.content
+    assert Upload.objects.get(pk=response.json()["upload_id"]).dataset_private is True
+
+
+@pytest.mark.django_db
+def test_the_resources_endpoint_refuses_a_private_dataset_before_creating_anything(client, storage_world, fake_ckan):
+    fake_ckan.replace(responses.POST, ckan_action("package_show"), json=package_result(private=True))
+    create = fake_ckan.post(ckan_action("resource_create"), json={"success": True, "result": {"id": RESOURCE_ID}})
+    body = {"package_id": PACKAGE_ID, "name": "New", "filename": "a.csv", "content_type": "text/csv"}
+    response = client.post(
+        "/api/v1/resources", data=json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION="tok"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "private_dataset"
+    assert create.call_count == 0
+    assert Upload.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_with_object_acls_a_public_datasets_put_is_signed_public_read(client, storage_world, fake_ckan):
+    with override_settings(STORAGE_OBJECT_ACLS=True):
+        body = post_upload(
+            client, {"resource_id": RESOURCE_ID, "filename": "a.csv", "content_type": "text/csv", "size": 3}
+        ).json()
+    assert body["headers"]["x-amz-acl"] == "public-read"
+    assert "x-amz-acl" in parse_qs(urlparse(body["upload_url"]).query)["X-Amz-SignedHeaders"][0].split(";")
+    assert requests.put(body["upload_url"], data=b"a,b", headers=body["headers"], timeout=10).status_code == 200
+    assert requests.get(f"{storage_world.endpoint}/{storage_world.bucket}/{body['key']}", timeout=10).content == b"a,b"
+
+
+@pytest.mark.django_db
+def test_without_object_acls_no_acl_is_signed(client, storage_world, fake_ckan):
+    body = post_upload(client, {"resource_id": RESOURCE_ID, "filename": "a.csv", "content_type": "text/csv"}).json()
+    assert "x-amz-acl" not in body["headers"]
+    assert Upload.objects.get(pk=body["upload_id"]).dataset_private is False

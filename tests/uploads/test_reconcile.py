@@ -21,8 +21,12 @@ PACKAGE_ID = "9d2c1b0a-1111-4222-8333-444455556666"
 
 @pytest.fixture
 def fake_ckan():
-    """A CKAN whose datasets are whatever the test puts in ``datasets`` (unit tests only)."""
+    """A CKAN whose datasets are whatever the test puts in ``datasets`` (unit tests only).
+
+    Datasets whose id the test adds to ``private`` are private.
+    """
     datasets: dict[str, list[dict]] = {}
+    private: set[str] = set()
 
     def package_show(request):
         package_id = json.loads(request.body)["id"]
@@ -32,7 +36,8 @@ def fake_ckan():
                 {},
                 json.dumps({"success": False, "error": {"__type": "Not Found Error", "message": "Not found"}}),
             )
-        return 200, {}, json.dumps({"success": True, "result": {"id": package_id, "resources": datasets[package_id]}})
+        result = {"id": package_id, "private": package_id in private, "resources": datasets[package_id]}
+        return 200, {}, json.dumps({"success": True, "result": result})
 
     def resource_patch(request):
         body = json.loads(request.body)
@@ -51,6 +56,7 @@ def fake_ckan():
         mock.add_callback(responses.POST, f"{CKAN}/api/3/action/resource_patch", callback=resource_patch)
         mock.add_passthru("http://127.0.0.1")
         mock.datasets = datasets  # type: ignore[attr-defined]
+        mock.private = private  # type: ignore[attr-defined]
         yield mock
 
 
@@ -387,3 +393,98 @@ def test_an_object_put_after_its_upload_was_aborted_is_an_orphan(storage_world, 
     reconcile.run_reconcile()
     [found] = open_of(DiscrepancyKind.ORPHAN)
     assert found.key == upload.key
+
+
+@pytest.fixture
+def acl_reads(monkeypatch):
+    """The keys whose ACL the scan asked the bucket for (the real call still happens)."""
+    asked: list[str] = []
+    real = storage.object_is_public
+
+    def counting(key: str) -> bool | None:
+        asked.append(key)
+        return real(key)
+
+    monkeypatch.setattr(storage, "object_is_public", counting)
+    return asked
+
+
+@pytest.mark.django_db
+def test_without_object_acls_a_file_of_a_dataset_made_private_is_reported_with_what_to_do(
+    storage_world, fake_ckan, acl_reads
+):
+    upload = make_upload(storage_world, state=UploadState.LINKED)
+    fake_ckan.datasets[PACKAGE_ID] = [ckan_resource(upload)]
+    assert sum(reconcile.run_reconcile().counts["found"].values()) == 0
+
+    fake_ckan.private.add(PACKAGE_ID)
+    run = reconcile.run_reconcile(fix=True)
+    [exposure] = open_of(DiscrepancyKind.EXPOSURE)
+    assert exposure.upload_id == upload.id
+    assert exposure.detail["reason"] == "dataset_private"
+    assert exposure.detail["operator_action"].startswith("not healable")
+    assert run.counts["heal_failed"] == 1
+    assert acl_reads == []
+
+
+@pytest.mark.django_db
+def test_with_the_opt_in_a_private_datasets_public_file_is_not_reported(storage_world, fake_ckan):
+    upload = make_upload(storage_world, state=UploadState.LINKED, dataset_private=True)
+    fake_ckan.datasets[PACKAGE_ID] = [ckan_resource(upload)]
+    fake_ckan.private.add(PACKAGE_ID)
+    with override_settings(PRIVATE_DATASET_UPLOADS="public"):
+        assert reconcile.run_reconcile().counts["found"]["exposure"] == 0
+    assert reconcile.run_reconcile().counts["found"]["exposure"] == 1
+
+
+@pytest.mark.django_db
+@override_settings(STORAGE_OBJECT_ACLS=True)
+def test_with_object_acls_a_public_datasets_file_costs_no_acl_read_and_a_private_ones_does(
+    storage_world, fake_ckan, acl_reads
+):
+    public = make_upload(storage_world, state=UploadState.LINKED)
+    hidden = make_upload(storage_world, state=UploadState.LINKED, package_id="other-private")
+    storage_world.s3.put_object_acl(Bucket=storage_world.bucket, Key=hidden.key, ACL="public-read")
+    fake_ckan.datasets[PACKAGE_ID] = [ckan_resource(public)]
+    fake_ckan.datasets["other-private"] = [ckan_resource(hidden)]
+    fake_ckan.private.add("other-private")
+
+    reconcile.run_reconcile()
+    assert acl_reads == [hidden.key]
+    [exposure] = open_of(DiscrepancyKind.EXPOSURE)
+    assert exposure.upload_id == hidden.id
+
+
+@pytest.mark.django_db
+@override_settings(STORAGE_OBJECT_ACLS=True)
+def test_an_acl_read_failure_leaves_earlier_exposure_open(storage_world, fake_ckan, monkeypatch):
+    upload = make_upload(storage_world, state=UploadState.LINKED)
+    storage_world.s3.put_object_acl(Bucket=storage_world.bucket, Key=upload.key, ACL="public-read")
+    fake_ckan.datasets[PACKAGE_ID] = [ckan_resource(upload)]
+    fake_ckan.private.add(PACKAGE_ID)
+    reconcile.run_reconcile()
+
+    def unreachable(key: str) -> bool:
+        raise storage.StorageError("GET ACL failed: EndpointConnectionError")
+
+    monkeypatch.setattr(storage, "object_is_public", unreachable)
+    run = reconcile.run_reconcile()
+    assert run.counts["storage_errors"] == 1
+    assert Discrepancy.objects.get(kind=DiscrepancyKind.EXPOSURE).state == DiscrepancyState.OPEN
+
+
+@pytest.mark.django_db
+@override_settings(STORAGE_OBJECT_ACLS=True)
+def test_a_heal_from_the_admin_reads_the_dataset_again_and_never_publishes_on_a_stale_finding(storage_world, fake_ckan):
+    upload = make_upload(storage_world, state=UploadState.LINKED, dataset_private=True)
+    fake_ckan.datasets[PACKAGE_ID] = [ckan_resource(upload)]
+    reconcile.run_reconcile()
+    [exposure] = open_of(DiscrepancyKind.EXPOSURE)
+    assert exposure.detail["reason"] == "dataset_public"
+
+    fake_ckan.private.add(PACKAGE_ID)  # private again before an operator clicks "heal"
+    message = reconcile.heal_discrepancy(discrepancy_id=exposure.pk, actor="carol")
+    assert "made private" in message
+    assert storage.object_is_public(upload.key) is False
+    upload.refresh_from_db()
+    assert upload.dataset_private is True

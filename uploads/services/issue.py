@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from uploads import ckan, storage
 from uploads.models import Upload, UploadState
+from uploads.services import privacy
 from uploads.services.owner import identify_requester, token_fingerprint
 from uploads.validation import InvalidInput, PartPlan, build_key, plan_upload
 
@@ -60,6 +61,11 @@ def plan_for(size: int | None, multipart: bool | None) -> PartPlan | None:
     )
 
 
+def dataset_privacy(package_id: str, *, token: str) -> bool:
+    """Whether the dataset is private (read with the client's token); refuse when the rule says so."""
+    return privacy.check_issuance(ckan.package_show(package_id, token=token))
+
+
 def issue_upload(
     *,
     resource_id: str,
@@ -71,17 +77,21 @@ def issue_upload(
     client_address: str | None,
     multipart: bool | None = None,
     resource: dict[str, Any] | None = None,
+    dataset_private: bool | None = None,
 ) -> IssuedUpload:
     """Check the client may update the resource, record an Upload and sign its URL(s).
 
     A single PUT gets one presigned URL. A multipart upload (``multipart``, or a size above
     MULTIPART_THRESHOLD) is started in the store and gets the first page of part URLs.
     ``resource`` is given when the caller has just created the resource with the same token,
-    which already proves the right to update it.
+    which already proves the right to update it; ``dataset_private`` when it has checked the
+    dataset's privacy already.
     """
     plan = plan_for(size, multipart)
     if resource is None:
         resource = ckan.authorize_resource_update(resource_id, token=client_token)
+    if dataset_private is None:
+        dataset_private = dataset_privacy(str(resource.get("package_id", "")), token=client_token)
     requested_by, requested_by_id = identify_requester(client_token)
     upload_id = uuid.uuid4()
     key = build_key(settings.STORAGE_KEY_PREFIX, resource_id, upload_id, filename)
@@ -91,7 +101,12 @@ def issue_upload(
     url, headers = "", {}
     if plan is None:
         signed = storage.presign_put(
-            key, content_type=content_type, content_length=size, sha256_hex=sha256, expires_in=ttl
+            key,
+            content_type=content_type,
+            content_length=size,
+            sha256_hex=sha256,
+            expires_in=ttl,
+            acl=privacy.upload_acl(),
         )
         url, headers = signed.url, signed.headers
         expires_at = now + timedelta(seconds=signed.expires_in)
@@ -99,7 +114,9 @@ def issue_upload(
         # A network call, before any transaction: an upload id the ledger never records is an
         # unknown multipart upload, which the reconcile scan reports and aborts.
         fields = {
-            "multipart_upload_id": storage.create_multipart_upload(key, content_type=content_type),
+            "multipart_upload_id": storage.create_multipart_upload(
+                key, content_type=content_type, acl=privacy.upload_acl()
+            ),
             "part_size": plan.part_size,
             "part_count": plan.part_count,
         }
@@ -122,6 +139,7 @@ def issue_upload(
             issued_at=now,
             expires_at=expires_at,
             **fields,
+            dataset_private=dataset_private,
         )
     parts: list[PartUrl] = []
     if plan is not None:
@@ -211,6 +229,8 @@ def create_resource_and_issue(
 ) -> tuple[dict[str, Any], IssuedUpload]:
     """Create a CKAN resource with the client's token, then issue an upload URL for it."""
     plan_for(size, multipart)  # an impossible size is refused before anything is created in CKAN
+    # Before creating anything: a refused file must not leave an empty resource behind.
+    private = dataset_privacy(str(fields.get("package_id", "")), token=client_token)
     resource = ckan.resource_create(fields, token=client_token)
     issued = issue_upload(
         resource_id=str(resource["id"]),
@@ -222,5 +242,6 @@ def create_resource_and_issue(
         client_address=client_address,
         multipart=multipart,
         resource=resource,
+        dataset_private=private,
     )
     return resource, issued

@@ -35,7 +35,7 @@ from uploads.models import (
     Upload,
     UploadState,
 )
-from uploads.services import ingest, link, sweep
+from uploads.services import ingest, link, privacy, sweep
 from uploads.validation import parse_key
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ _LINKED_FIELDS = (
     "object_size",
     "object_last_modified",
     "linked_url",
+    "dataset_private",
 )
 
 Progress = Callable[[str, int], None]
@@ -403,6 +404,7 @@ class Reconciler:
         package_id = uploads[0].package_id
         resources: dict[str, dict[str, Any]] = {}
         missing_reason = "resource_deleted"
+        dataset_private: bool | None = None
         try:
             if package_id:
                 package = ckan.package_show(package_id, token=token)
@@ -410,6 +412,7 @@ class Reconciler:
                     missing_reason = "dataset_deleted"
                 else:
                     resources = {str(r.get("id")): r for r in package.get("resources", [])}
+                    dataset_private = privacy.is_private(package)
             else:
                 # Uploads issued before the package id was known: no grouping possible.
                 for upload in uploads:
@@ -422,7 +425,7 @@ class Reconciler:
         except ckan.CkanError as exc:
             log.warning("reconcile: CKAN check of dataset %s failed: %s", package_id, exc.message)
             self.counts["ckan_errors"] += 1
-            self.incomplete.add(DiscrepancyKind.DRIFT)
+            self.incomplete.update({DiscrepancyKind.DRIFT, DiscrepancyKind.EXPOSURE})
             return
         self.run.resources_checked += len(uploads)
         findings: list[Finding] = []
@@ -446,8 +449,60 @@ class Reconciler:
                 )
         for recorded in self.record(findings):
             self._heal_drift(recorded)
+        if dataset_private is not None:
+            self._check_exposure(uploads, package_id, dataset_private)
         if self.progress:
             self.progress("ckan", self.run.resources_checked)
+
+    def _check_exposure(self, uploads: list[Upload], package_id: str, dataset_private: bool) -> None:
+        """Files whose readability no longer matches their dataset's (made private, or public again)."""
+        should_be_public = privacy.may_be_public(dataset_private)
+        findings: list[Finding] = []
+        for upload in uploads:
+            is_public = self._object_is_public(upload, dataset_private)
+            if is_public is None or is_public == should_be_public:
+                continue
+            detail: dict[str, Any] = {
+                "reason": "dataset_private" if dataset_private else "dataset_public",
+                "dataset_private": dataset_private,
+                "object_public": is_public,
+                "package_id": package_id,
+                "resource_id": upload.resource_id,
+            }
+            if not settings.STORAGE_OBJECT_ACLS:
+                detail["operator_action"] = privacy.NOT_HEALABLE_WITHOUT_ACLS
+            findings.append(
+                Finding(
+                    DiscrepancyKind.EXPOSURE,
+                    upload.key,
+                    upload.id,
+                    upload.object_size,
+                    upload.object_last_modified,
+                    detail,
+                )
+            )
+        for recorded in self.record(findings):
+            self._heal_exposure(recorded)
+
+    def _object_is_public(self, upload: Upload, dataset_private: bool) -> bool | None:
+        """Whether anyone with the bucket URL can read the file; None when that cannot be told now."""
+        if not settings.STORAGE_OBJECT_ACLS:
+            # No per-object ACLs: the public base URL serves every object of the bucket.
+            return True
+        if not dataset_private and not upload.dataset_private:
+            # Issued public-read for a public dataset and never changed since: no need to ask.
+            return True
+        # Where a wrong belief would leak a file (or break a link), ask the bucket: only files of
+        # datasets that are private now, or were made private by a fix, cost one call.
+        if DiscrepancyKind.EXPOSURE in self.incomplete:
+            return None
+        try:
+            return storage.object_is_public(upload.key)
+        except storage.StorageError as exc:
+            log.warning("reconcile: could not read the ACL of %s: %s", upload.key, exc)
+            self.counts["storage_errors"] += 1
+            self.incomplete.add(DiscrepancyKind.EXPOSURE)
+            return None
 
     @staticmethod
     def _drift(upload: Upload, resource: dict[str, Any]) -> dict[str, Any]:
@@ -552,6 +607,11 @@ class Reconciler:
             return
         self._apply(recorded, heal_drift(recorded.finding, actor=self.actor))
 
+    def _heal_exposure(self, recorded: Recorded) -> None:
+        if not self._may_heal(recorded):
+            return
+        self._apply(recorded, heal_exposure(recorded.finding, actor=self.actor))
+
     def _delete_orphan(self, recorded: Recorded) -> None:
         finding = recorded.finding
         if (
@@ -591,7 +651,7 @@ class Reconciler:
             return
         kinds = [k for k in DiscrepancyKind.values if k not in self.incomplete]
         if not self.check_ckan:
-            kinds = [k for k in kinds if k != DiscrepancyKind.DRIFT]
+            kinds = [k for k in kinds if k not in (DiscrepancyKind.DRIFT, DiscrepancyKind.EXPOSURE)]
         self.counts["resolved"] = (
             Discrepancy.objects.filter(state=DiscrepancyState.OPEN, kind__in=kinds)
             .exclude(last_seen_run=self.run)
@@ -664,12 +724,36 @@ def heal_drift(finding: Finding, *, actor: str) -> HealOutcome:
     return HealOutcome("", f"re-patch outcome: {outcome}")
 
 
+def heal_exposure(finding: Finding, *, actor: str) -> HealOutcome:
+    """Give the object the readability its dataset has now (S3 object ACLs); say what to do elsewhere."""
+    upload = Upload.objects.filter(pk=finding.upload_id).first() if finding.upload_id else None
+    if upload is None:
+        return HealOutcome(DiscrepancyState.RESOLVED, "upload no longer in the ledger")
+    if not settings.STORAGE_OBJECT_ACLS:
+        return HealOutcome("", privacy.NOT_HEALABLE_WITHOUT_ACLS)
+    # Read the dataset again: a finding may be older than the last change of visibility, and
+    # making a file public on stale information would leak it.
+    try:
+        package = ckan.package_show(upload.package_id, token=ckan.service_token())
+    except ckan.CkanError as exc:
+        return HealOutcome("", f"could not read the dataset from CKAN: {exc.message}")
+    private = privacy.is_private(package)
+    public = privacy.may_be_public(private)
+    try:
+        storage.set_object_public(upload.key, public=public)
+    except storage.StorageError as exc:
+        return HealOutcome("", f"could not change the object's ACL: {exc}")
+    Upload.objects.filter(pk=upload.pk).update(dataset_private=private)
+    return HealOutcome(DiscrepancyState.HEALED, f"object made {'public-read' if public else 'private'} by {actor}")
+
+
 HEALABLE = {
     DiscrepancyKind.UNEVENTED,
     DiscrepancyKind.UNLINKED,
     DiscrepancyKind.EXPIRED,
     DiscrepancyKind.DRIFT,
     DiscrepancyKind.STRAY_MULTIPART,
+    DiscrepancyKind.EXPOSURE,
 }
 
 
@@ -695,6 +779,8 @@ def heal_discrepancy(*, discrepancy_id: int, actor: str) -> str:
         outcome = heal_stray_multipart(finding)
     elif discrepancy.kind == DiscrepancyKind.EXPIRED:
         outcome = heal_expired(finding)
+    elif discrepancy.kind == DiscrepancyKind.EXPOSURE:
+        outcome = heal_exposure(finding, actor=actor)
     else:
         outcome = heal_drift(finding, actor=actor)
     changes: dict[str, Any] = {"detail": {**discrepancy.detail, "heal": outcome.note}}
