@@ -78,3 +78,12 @@ def enqueued(monkeypatch):
         lambda func, upload_id, trigger, *a, **kw: sent.append((upload_id, trigger)),
     )
     return sent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache (who a token belongs to is cached across requests)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
