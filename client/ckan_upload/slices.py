@@ -58,7 +58,7 @@ class RateLimiter:
 
 
 class FileSlice:
-    """``length`` bytes of a file from ``offset``, read lazily: what requests streams as a body."""
+    """``length`` bytes of a file from ``offset``, read lazily: a body requests streams with its Content-Length."""
 
     def __init__(
         self,
@@ -81,25 +81,25 @@ class FileSlice:
     def __len__(self) -> int:
         return self._length
 
-    def read(self, size: int = -1) -> bytes:
-        """The next bytes of the slice, at most ``size`` (and at most a chunk at a time)."""
-        if self._cancel.is_set():
-            raise Cancelled
-        wanted = self._remaining if size is None or size < 0 else min(size, self._remaining)
-        wanted = min(wanted, READ_CHUNK)
-        if wanted <= 0:
-            return b""
-        if self._limiter is not None:
-            self._limiter.acquire(wanted)
-        data = self._file.read(wanted)
-        self._remaining -= len(data)
-        if self._on_read is not None and data:
-            self._on_read(len(data))
-        return data
-
     def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.read(READ_CHUNK):
-            yield chunk
+        """The slice's bytes in chunks of at most READ_CHUNK.
+
+        Only iteration, no ``read``: requests then hands the chunks to the socket as they are,
+        instead of urllib3 reading a file-like body 16 KiB at a time.
+        """
+        while self._remaining > 0:
+            if self._cancel.is_set():
+                raise Cancelled
+            wanted = min(self._remaining, READ_CHUNK)
+            if self._limiter is not None:
+                self._limiter.acquire(wanted)
+            data = self._file.read(wanted)
+            if not data:
+                raise OSError(f"{self._file.name} is shorter than expected: was it changed during the upload?")
+            self._remaining -= len(data)
+            if self._on_read is not None:
+                self._on_read(len(data))
+            yield data
 
     def close(self) -> None:
         """Close the underlying file."""
