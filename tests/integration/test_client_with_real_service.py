@@ -55,8 +55,8 @@ def held_parts(storage_world, key: str) -> dict[int, int]:
 
 def planned_parts(upload: Upload) -> list[Part]:
     """The parts the service planned for the upload, as the client computes them."""
-    assert upload.size is not None and upload.part_size is not None and upload.part_count is not None
-    return plan_parts(upload.size, upload.part_size, upload.part_count)
+    assert upload.declared_size is not None and upload.part_size is not None and upload.part_count is not None
+    return plan_parts(upload.declared_size, upload.part_size, upload.part_count)
 
 
 def assert_linked_and_identical(storage_world, ckan_world, result: dict, data: bytes) -> None:
