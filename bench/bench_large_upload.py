@@ -1,6 +1,6 @@
 """Throughput of one large upload through the service and ckan-upload, against boto3 upload_file.
 
-Usage: .venv/bin/python bench/bench_large_upload.py [--size 6G] [--jobs 4] [--dir /tmp]
+Usage: .venv/bin/python bench/bench_large_upload.py [--size 6G] [--jobs 4] [--repeat 1] [--dir /tmp]
 
 What runs, all on this machine and all real: a moto S3 server in its own process, the service
 under gunicorn (a temporary SQLite ledger, storage pointing at moto, CKAN_URL at the local CKAN
@@ -8,10 +8,11 @@ of scripts/local_ckan.py, started if needed), and the client as its own process:
 `ckan-upload FILE --resource ID --multipart --jobs N` (issue, presigned parts in parallel,
 complete). The baseline, measured in the same run against the same moto: boto3's
 `upload_file` of the same file with a TransferConfig of the same part size (the one the service
-planned) and the same concurrency. moto and the two uploaders each get their own process, so
-neither side shares a GIL with the server. Prints both throughputs, the ratio, and a
-`RESULT {json}` line. The generated file needs --size of free space in --dir, and moto spools
-each object to disk too; each object is deleted once measured.
+planned) and the same concurrency; over --repeat rounds the two take turns going first, and
+the medians are compared. moto and the two uploaders each get their own process, so neither
+side shares a GIL with the server. Prints both throughputs, the ratio, and a `RESULT {json}`
+line. The generated file needs --size of free space in --dir, and moto spools each object to
+disk too; each object is deleted once measured.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=byte_size, default=byte_size("6G"), help="file size (default 6G)")
     parser.add_argument("--jobs", type=int, default=4, help="parallel parts, for both sides (default 4)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of both uploads, medians reported (default 1)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the file is written")
     args = parser.parse_args()
 
@@ -161,37 +164,61 @@ def run(args: argparse.Namespace, work: Path) -> None:
         client = [sys.executable, "-m", "ckan_upload", str(path), "--resource", world.resource["id"]]
         client += ["--server", server, "--token", world.editor.token, "--multipart", "--jobs", str(args.jobs)]
         client += ["--json", "--quiet"]
-        started = time.perf_counter()
-        done = subprocess.run(
-            client, env={**base_env, "XDG_CACHE_HOME": str(work / "cache")}, capture_output=True, text=True
-        )
-        client_seconds = time.perf_counter() - started
-        if done.returncode != 0:
-            sys.exit(f"ckan-upload exited {done.returncode}: {done.stderr[-2000:]}")
-        result = json.loads(done.stdout)
-        status = requests.get(
-            f"{server}/api/v1/uploads/{result['upload_id']}", headers={"Authorization": world.editor.token}, timeout=30
-        ).json()
-        part_size = int(status["part_size"])
-        key = s3.list_objects_v2(Bucket=BUCKET)["Contents"][0]["Key"]
-        assert s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == args.size
-        s3.delete_object(Bucket=BUCKET, Key=key)
+        client_env = {**base_env, "XDG_CACHE_HOME": str(work / "cache")}
 
-        config = TransferConfig(
-            multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=args.jobs, use_threads=True
-        )
-        started = time.perf_counter()
-        s3.upload_file(str(path), BUCKET, "baseline/large.bin", Config=config)
-        boto_seconds = time.perf_counter() - started
-        assert s3.head_object(Bucket=BUCKET, Key="baseline/large.bin")["ContentLength"] == args.size
-        s3.delete_object(Bucket=BUCKET, Key="baseline/large.bin")
+        def time_client() -> tuple[float, dict]:
+            started = time.perf_counter()
+            done = subprocess.run(client, env=client_env, capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+            if done.returncode != 0:
+                sys.exit(f"ckan-upload exited {done.returncode}: {done.stderr[-2000:]}")
+            result = json.loads(done.stdout)
+            status = requests.get(
+                f"{server}/api/v1/uploads/{result['upload_id']}",
+                headers={"Authorization": world.editor.token},
+                timeout=30,
+            ).json()
+            key = s3.list_objects_v2(Bucket=BUCKET)["Contents"][0]["Key"]
+            assert s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == args.size
+            s3.delete_object(Bucket=BUCKET, Key=key)
+            return seconds, status
 
+        def time_boto3(part_size: int) -> float:
+            config = TransferConfig(
+                multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=args.jobs
+            )
+            started = time.perf_counter()
+            s3.upload_file(str(path), BUCKET, "baseline/large.bin", Config=config)
+            seconds = time.perf_counter() - started
+            assert s3.head_object(Bucket=BUCKET, Key="baseline/large.bin")["ContentLength"] == args.size
+            s3.delete_object(Bucket=BUCKET, Key="baseline/large.bin")
+            return seconds
+
+        client_runs: list[float] = []
+        boto_runs: list[float] = []
+        for round_number in range(args.repeat):
+            # Alternate who goes first: a warm moto or a busy neighbour should not favour one side.
+            if round_number % 2 == 0:
+                seconds, status = time_client()
+                client_runs.append(seconds)
+                boto_runs.append(time_boto3(int(status["part_size"])))
+            else:
+                boto_runs.append(time_boto3(int(status["part_size"])))
+                seconds, status = time_client()
+                client_runs.append(seconds)
+            print(
+                f"round {round_number + 1}: ckan-upload {client_runs[-1]:.1f} s, boto3 {boto_runs[-1]:.1f} s",
+                flush=True,
+            )
+
+    part_size = int(status["part_size"])
+    client_seconds, boto_seconds = statistics.median(client_runs), statistics.median(boto_runs)
     client_rate = args.size / MiB / client_seconds
     boto_rate = args.size / MiB / boto_seconds
     parts = f"{status['part_count']} parts of {part_size / MiB:g} MiB"
-    print(f"file:                         {args.size / MiB:,.0f} MiB, {parts}, {args.jobs} jobs")
-    print(f"ckan-upload (issue→complete): {client_seconds:.1f} s  ({client_rate:.1f} MiB/s)")
-    print(f"boto3 upload_file (baseline): {boto_seconds:.1f} s  ({boto_rate:.1f} MiB/s)")
+    print(f"file:                         {args.size / MiB:,.0f} MiB, {parts}, {args.jobs} jobs, {args.repeat} rounds")
+    print(f"ckan-upload (issue→complete): {client_seconds:.1f} s  ({client_rate:.1f} MiB/s), median")
+    print(f"boto3 upload_file (baseline): {boto_seconds:.1f} s  ({boto_rate:.1f} MiB/s), median")
     print(f"ratio client / boto3:         {client_rate / boto_rate:.2f}")
     summary = {
         "bench": "large_upload",
@@ -199,12 +226,13 @@ def run(args: argparse.Namespace, work: Path) -> None:
         "part_size": part_size,
         "part_count": status["part_count"],
         "jobs": args.jobs,
-        "client_seconds": round(client_seconds, 2),
+        "rounds": args.repeat,
+        "client_seconds": [round(x, 2) for x in client_runs],
+        "boto3_seconds": [round(x, 2) for x in boto_runs],
         "client_mib_s": round(client_rate, 1),
-        "boto3_seconds": round(boto_seconds, 2),
         "boto3_mib_s": round(boto_rate, 1),
         "ratio": round(client_rate / boto_rate, 3),
-        "state": result["state"],
+        "state": status["state"],
     }
     print(f"RESULT {json.dumps(summary)}")
 
