@@ -231,7 +231,13 @@ class Uploader:
         if state != "issued":
             return None
         if plan.multipart:
-            plan.held = self._held_parts(plan)
+            try:
+                plan.held = self._held_parts(plan)
+            except ServiceError as exc:
+                # The store dropped the multipart upload (its lifecycle, or an abort): start anew.
+                if exc.code == "upload_gone" or exc.status == 404:
+                    return None
+                raise
             return plan
         # A single PUT cannot be continued, but it may have landed just before the crash.
         try:

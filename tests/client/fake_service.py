@@ -49,6 +49,7 @@ class FakeService:
         self.refused_generation: set[int] = set()
         self.not_uploaded_answers = 0
         self.drop_part_after_put: int | None = None
+        self.gone: set[str] = set()
         self.link_outcome = "linked"
         self._generation = 0
         self._lock = threading.Lock()
@@ -162,6 +163,8 @@ class FakeService:
             if (method, tail) == ("POST", "parts"):
                 return 200, {"parts": [self._part_url(upload, n) for n in data["part_numbers"]]}
             if (method, tail) == ("GET", "parts"):
+                if upload.id in self.gone:
+                    return 409, {"error": {"code": "upload_gone", "message": "the store no longer knows it"}}
                 held = [
                     {"part_number": n, "size": len(chunk), "etag": etag}
                     for n, (chunk, etag) in sorted(upload.parts.items())

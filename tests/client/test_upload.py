@@ -188,6 +188,18 @@ def test_a_rerun_after_the_upload_expired_starts_a_new_one_for_the_same_new_reso
     assert fake.uploads[out["upload_id"]].object == DATA
 
 
+def test_a_rerun_after_the_store_dropped_the_multipart_upload_starts_a_new_one(fake, run, big):
+    fake.put_faults = {2: [500] * 20}
+    run(str(big), "--resource", "r-1")
+    [first] = fake.uploads.values()
+    fake.gone.add(first.id)
+    fake.put_faults = {}
+    code, out = run(str(big), "--resource", "r-1")
+    assert code == 0, out
+    assert out["upload_id"] != first.id and out["parts_skipped"] == []
+    assert fake.uploads[out["upload_id"]].object == DATA
+
+
 def test_a_rerun_after_the_upload_was_forgotten_starts_a_new_one(fake, run, big):
     fake.put_faults = {2: [500] * 20}
     run(str(big), "--resource", "r-1")
