@@ -181,6 +181,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
             key = s3.list_objects_v2(Bucket=BUCKET)["Contents"][0]["Key"]
             assert s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == args.size
             s3.delete_object(Bucket=BUCKET, Key=key)
+            phases.append(result["phases"])
             return seconds, status
 
         def time_boto3(part_size: int) -> float:
@@ -195,6 +196,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
             return seconds
 
         client_runs: list[float] = []
+        phases: list[dict[str, float]] = []
         boto_runs: list[float] = []
         for round_number in range(args.repeat):
             # Alternate who goes first: a warm moto or a busy neighbour should not favour one side.
@@ -220,6 +222,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
     print(f"ckan-upload (issue→complete): {client_seconds:.1f} s  ({client_rate:.1f} MiB/s), median")
     print(f"boto3 upload_file (baseline): {boto_seconds:.1f} s  ({boto_rate:.1f} MiB/s), median")
     print(f"ratio client / boto3:         {client_rate / boto_rate:.2f}")
+    medians = {
+        name: round(statistics.median(p.get(name, 0.0) for p in phases), 2) for name in ("start", "send", "complete")
+    }
+    print(f"client phases (median s):     {medians}  (start: issue; send: the parts; complete: the service)")
     summary = {
         "bench": "large_upload",
         "size_bytes": args.size,
@@ -232,6 +238,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         "client_mib_s": round(client_rate, 1),
         "boto3_mib_s": round(boto_rate, 1),
         "ratio": round(client_rate / boto_rate, 3),
+        "client_phases": phases,
         "state": status["state"],
     }
     print(f"RESULT {json.dumps(summary)}")

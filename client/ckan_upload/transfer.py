@@ -157,8 +157,14 @@ class Sender:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
                 for future in done:
                     on_done(futures[future], future.result())
-        except BaseException:
+        except KeyboardInterrupt:
+            # Ctrl-C: do not wait for a thread blocked on the network; the command exits at once.
             self.cancel.set()
+            executor.shutdown(wait=False, cancel_futures=True)
             raise
-        finally:
-            executor.shutdown(wait=not self.cancel.is_set(), cancel_futures=True)
+        except BaseException:
+            # A part failed: the others stop at their next chunk, and none is left sending behind us.
+            self.cancel.set()
+            executor.shutdown(wait=True, cancel_futures=True)
+            raise
+        executor.shutdown(wait=True)

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ class Outcome:
     bytes_sent: int = 0
     seconds: float = 0.0
     resumed: bool = False
+    # Seconds spent issuing or resuming ("start"), sending, completing and waiting.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,6 +121,7 @@ class Uploader:
         self.backoff = backoff or Backoff()
         # The store may take a moment to show a fresh object: not_uploaded right after the PUT is retried.
         self.complete_backoff = Backoff(base=0.5, cap=4, attempts=5)
+        self._phases: dict[str, float] = {}
         stat = request.path.stat()
         self.size = stat.st_size
         self.key = state_key(
@@ -136,9 +140,10 @@ class Uploader:
         started = time.monotonic()
         self.store.prune()
         saved = self.store.load(self.key)
-        plan = self._resume(saved) if saved else None
-        if plan is None:
-            plan = self._issue(saved.resource_id if saved else None)
+        with self._phase("start"):
+            plan = self._resume(saved) if saved else None
+            if plan is None:
+                plan = self._issue(saved.resource_id if saved else None)
         outcome = Outcome(
             upload_id=plan.upload_id, state=plan.state, resource_id=plan.resource_id, resumed=plan.resumed
         )
@@ -146,7 +151,8 @@ class Uploader:
             answer = self._send_and_complete(plan, outcome)
             outcome.state = str(answer.get("state") or "uploaded")
         if self.request.wait:
-            status = self._wait(plan.upload_id)
+            with self._phase("wait"):
+                status = self._wait(plan.upload_id)
         elif outcome.state == "linked":
             status = self.service.status(plan.upload_id)
         else:
@@ -157,7 +163,17 @@ class Uploader:
         # Done (or finally failed): a rerun would start a new upload, not continue this one.
         self.store.remove(self.key)
         outcome.seconds = round(time.monotonic() - started, 3)
+        outcome.phases = {name: round(seconds, 3) for name, seconds in self._phases.items()}
         return outcome
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Add the block's duration to the phase ``name`` (reported in --json)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._phases[name] = self._phases.get(name, 0.0) + time.monotonic() - started
 
     def _wants_sha256(self) -> bool:
         if self.request.sha256 is not None:
@@ -287,7 +303,8 @@ class Uploader:
             self.meter.stop()
 
     def _complete_parts(self, plan: Plan, etags: dict[int, str]) -> dict[str, Any]:
-        return self.service.complete(plan.upload_id, [{"part_number": n, "etag": etags[n]} for n in sorted(etags)])
+        with self._phase("complete"):
+            return self.service.complete(plan.upload_id, [{"part_number": n, "etag": etags[n]} for n in sorted(etags)])
 
     def _send_missing(self, plan: Plan, parts: list[Part], etags: dict[int, str], outcome: Outcome) -> None:
         missing = [part for part in parts if part.number not in etags]
@@ -302,7 +319,8 @@ class Uploader:
                 outcome.parts_sent.append(part.number)
                 outcome.bytes_sent += part.length
 
-        self.sender.send_parts(missing, urls, self.request.jobs, done)
+        with self._phase("send"):
+            self.sender.send_parts(missing, urls, self.request.jobs, done)
         outcome.parts_sent = sorted(set(outcome.parts_sent))
 
     def _send_single(self, plan: Plan, outcome: Outcome) -> dict[str, Any]:
@@ -310,18 +328,21 @@ class Uploader:
         target = {"url": plan.upload_url, "headers": plan.headers}
         self.meter.start("uploading", total=self.size, completed=0)
         try:
-            self.sender.send(Part(number=1, offset=0, length=self.size), lambda: target, None)
+            with self._phase("send"):
+                self.sender.send(Part(number=1, offset=0, length=self.size), lambda: target, None)
         finally:
             self.meter.stop()
         outcome.parts_sent, outcome.bytes_sent = [1], self.size
         backoff, attempt = self.complete_backoff, 0
         while True:
             try:
-                return self.service.complete(plan.upload_id)
+                with self._phase("complete"):
+                    return self.service.complete(plan.upload_id)
             except ServiceError as exc:
                 if exc.status != 409 or exc.code != "not_uploaded" or attempt + 1 >= backoff.attempts:
                     raise
-            backoff.sleep(attempt, self.cancel)
+            with self._phase("complete"):
+                backoff.sleep(attempt, self.cancel)
             attempt += 1
 
     def _wait(self, upload_id: str) -> dict[str, Any]:

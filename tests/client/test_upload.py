@@ -78,6 +78,8 @@ def test_a_big_file_goes_in_parallel_parts_and_completes_with_their_etags(fake, 
     assert upload.multipart and upload.object == DATA
     assert out["parts_sent"] == [1, 2, 3, 4, 5, 6] and out["parts_skipped"] == []
     assert out["bytes_sent"] == len(DATA)
+    assert set(out["phases"]) == {"start", "send", "complete"}
+    assert 0 < sum(out["phases"].values()) <= out["seconds"] + 0.01  # each rounded to the millisecond
     [sent] = fake.completes
     assert sent == {"parts": [{"part_number": n, "etag": upload.parts[n][1]} for n in range(1, 7)]}
     # No hash by default for a multipart upload: it would be a second full read of a big file.
