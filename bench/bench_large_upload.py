@@ -1,6 +1,6 @@
 """Throughput of one large upload through the service and ckan-upload, against boto3 upload_file.
 
-Usage: .venv/bin/python bench/bench_large_upload.py [--size 6G] [--jobs 4] [--repeat 1] [--dir /tmp]
+Usage: .venv/bin/python bench/bench_large_upload.py [--size 6G | --quick] [--jobs 4] [--repeat 1] [--dir /tmp]
 
 What runs, all on this machine and all real: a moto S3 server in its own process, the service
 under gunicorn (a temporary SQLite ledger, storage pointing at moto, CKAN_URL at the local CKAN
@@ -10,9 +10,10 @@ complete). The baseline, measured in the same run against the same moto: boto3's
 `upload_file` of the same file with a TransferConfig of the same part size (the one the service
 planned) and the same concurrency; over --repeat rounds the two take turns going first, and
 the medians are compared. moto and the two uploaders each get their own process, so neither
-side shares a GIL with the server. Prints both throughputs, the ratio, and a `RESULT {json}`
-line. The generated file needs --size of free space in --dir, and moto spools each object to
-disk too; each object is deleted once measured.
+side shares a GIL with the server. Prints both throughputs, the ratio, the client's phases,
+and a `RESULT {json}` line (bench/results.py), or `SKIP <reason>` without a CKAN or the disk.
+The generated file needs --size of free space in --dir, and moto spools each object to disk
+too; each object is deleted once measured. --quick (what `make bench` runs) checks that it runs.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ from boto3.s3.transfer import TransferConfig
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.ckan_site import ensure_local_ckan, make_world  # noqa: E402
+from bench.results import emit, skip  # noqa: E402
+from tests.support.ckan_site import CkanSite, CkanUnavailable, ensure_local_ckan, make_world  # noqa: E402
 
 ACCESS_KEY, SECRET_KEY, BUCKET = "bench-access-key", "bench-secret-key", "bench-uploads"
 MiB = 1024 * 1024
 BLOCK = 64 * MiB
+QUICK_SIZE = 128 * MiB
 
 
 def byte_size(text: str) -> int:
@@ -100,23 +103,32 @@ def main() -> None:
     parser.add_argument("--size", type=byte_size, default=byte_size("6G"), help="file size (default 6G)")
     parser.add_argument("--jobs", type=int, default=4, help="parallel parts, for both sides (default 4)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of both uploads, medians reported (default 1)")
+    parser.add_argument("--quick", action="store_true", help="128 MiB, one round: a check that it runs, not a figure")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the file is written")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.repeat = QUICK_SIZE, 1
 
     work = Path(tempfile.mkdtemp(prefix="bench-large-upload-", dir=args.dir))
     free = shutil.disk_usage(work).free
     if free < args.size * 2.2:
-        sys.exit(
-            f"need about {args.size * 2.2 / 2**30:.1f} GiB free in {work} (file + moto's copy), have {free / 2**30:.1f}"
-        )
+        shutil.rmtree(work, ignore_errors=True)
+        need, have = args.size * 2.2 / 2**30, free / 2**30
+        skip(f"needs about {need:.1f} GiB free in {args.dir} (the file and moto's copy), has {have:.1f}")
+        return
     try:
-        run(args, work)
+        site = ensure_local_ckan()
+    except CkanUnavailable as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        skip(f"no local CKAN: {exc}")
+        return
+    try:
+        run(args, work, site)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, work: Path) -> None:
-    site = ensure_local_ckan()
+def run(args: argparse.Namespace, work: Path, site: CkanSite) -> None:
     world = make_world(site, "bench")
     moto_port, web_port = free_port(), free_port()
     endpoint = f"http://127.0.0.1:{moto_port}"
@@ -226,22 +238,16 @@ def run(args: argparse.Namespace, work: Path) -> None:
         name: round(statistics.median(p.get(name, 0.0) for p in phases), 2) for name in ("start", "send", "complete")
     }
     print(f"client phases (median s):     {medians}  (start: issue; send: the parts; complete: the service)")
-    summary = {
-        "bench": "large_upload",
-        "size_bytes": args.size,
-        "part_size": part_size,
-        "part_count": status["part_count"],
-        "jobs": args.jobs,
-        "rounds": args.repeat,
-        "client_seconds": [round(x, 2) for x in client_runs],
-        "boto3_seconds": [round(x, 2) for x in boto_runs],
-        "client_mib_s": round(client_rate, 1),
-        "boto3_mib_s": round(boto_rate, 1),
-        "ratio": round(client_rate / boto_rate, 3),
-        "client_phases": phases,
-        "state": status["state"],
-    }
-    print(f"RESULT {json.dumps(summary)}")
+    rounds = f"ckan-upload {[round(x, 2) for x in client_runs]}, boto3 {[round(x, 2) for x in boto_runs]}"
+    print(f"per round (s):                {rounds}")
+    emit(
+        benchmark="large_upload",
+        measure=f"ckan-upload vs boto3 upload_file, {args.size / MiB:,.0f} MiB, {args.jobs} jobs",
+        value=round(client_rate, 1),
+        baseline=round(boto_rate, 1),
+        unit="MiB/s",
+        higher_is_better=True,
+    )
 
 
 if __name__ == "__main__":
