@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -166,4 +167,25 @@ def test_a_rerun_after_the_upload_was_aborted_starts_a_new_one(
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["upload_id"] != str(upload.pk) and result["parts_skipped"] == []
+    assert_linked_and_identical(storage_world, ckan_world, result, data)
+
+
+def test_a_small_file_goes_in_one_put_with_its_sha256_declared(
+    live_server, storage_world, ckan_world, ckan_settings, tmp_path
+):
+    data = b"station,temp\nA,12.5\nB,13.0\n"
+    path = tmp_path / "temps.csv"
+    path.write_bytes(data)
+    env = client_environ(live_server, ckan_world.editor.token, tmp_path / "cache")
+    command = ckan_upload(str(path), "--resource", ckan_world.resource["id"], "--wait", "--timeout", "60", "--json")
+    with qcluster(world_environ(storage_world, ckan_settings), tmp_path / "qcluster.log"):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["parts_sent"] == [1] and result["bytes_sent"] == len(data)
+    upload = Upload.objects.get(pk=result["upload_id"])
+    assert not upload.is_multipart
+    # What the store verified is the service's business (moto records it only in some cases).
+    assert upload.declared_sha256 == hashlib.sha256(data).hexdigest()
+    assert upload.content_type == "text/csv"
     assert_linked_and_identical(storage_world, ckan_world, result, data)
