@@ -47,6 +47,10 @@ def fake_ckan():
             json={"success": True, "result": {"id": RESOURCE_ID, "package_id": PACKAGE_ID}},
         )
         mock.post(
+            f"{CKAN}/api/3/action/resource_create",
+            json={"success": True, "result": {"id": RESOURCE_ID, "package_id": PACKAGE_ID, "name": "big"}},
+        )
+        mock.post(
             f"{CKAN}/api/3/action/package_show",
             json={"success": True, "result": {"id": PACKAGE_ID, "private": False, "state": "active"}},
         )
@@ -338,3 +342,23 @@ def test_complete_takes_no_body_or_a_json_one_and_refuses_anything_else_with_a_4
     for junk in ("{not json", '{"parts": [{"part_number": 0, "etag": "x"}]}', '{"parts": "all"}'):
         response = client.post(path, data=junk, content_type="application/json", HTTP_AUTHORIZATION="alice-token")
         assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid"), junk
+
+
+@pytest.mark.django_db
+def test_creating_a_resource_with_a_large_file_starts_a_multipart_upload(client, storage_world, fake_ckan):
+    body = {
+        "package_id": PACKAGE_ID,
+        "name": "big",
+        "filename": "big.bin",
+        "content_type": "application/octet-stream",
+        "size": 101 * MIB,
+    }
+    with override_settings(MULTIPART_PART_SIZE=64 * MIB):
+        response = call(client, "post", "/api/v1/resources", body)
+    assert response.status_code == 201, response.content
+    upload = response.json()["upload"]
+    assert (upload["method"], upload["part_count"], upload["part_size"]) == ("MULTIPART", 2, 64 * MIB)
+    too_big = call(client, "post", "/api/v1/resources", {**body, "size": 6 * 1024**3, "multipart": False})
+    assert too_big.status_code == 400
+    created = [c for c in fake_ckan.calls if c.request.url.endswith("/resource_create")]
+    assert len(created) == 1  # the refused one created nothing in CKAN
