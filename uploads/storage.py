@@ -101,11 +101,16 @@ def presign_put(
     content_type: str,
     content_length: int | None,
     sha256_hex: str = "",
+    content_disposition: str = "",
     expires_in: int,
 ) -> PresignedPut:
     """Sign a single PUT of ``key``; the returned headers are bound into the signature."""
     params: dict[str, Any] = {"Bucket": settings.STORAGE_BUCKET, "Key": key, "ContentType": content_type}
     headers = {"Content-Type": content_type}
+    if content_disposition:
+        # Stored with the object and sent back on every GET: the bucket never renders it.
+        params["ContentDisposition"] = content_disposition
+        headers["Content-Disposition"] = content_disposition
     if content_length is not None:
         params["ContentLength"] = content_length
         headers["Content-Length"] = str(content_length)

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from uploads import ckan, storage
+from uploads import ckan, content_policy, storage
 from uploads.models import Upload
 from uploads.validation import build_key
 
@@ -76,13 +76,21 @@ def issue_upload(
     ``resource`` is given when the caller has just created the resource with the same token,
     which already proves the right to update it.
     """
+    policy = content_policy.decide(content_type, filename)
     if resource is None:
         resource = ckan.authorize_resource_update(resource_id, token=client_token)
     requested_by, requested_by_id = identify_requester(client_token)
     upload_id = uuid.uuid4()
     key = build_key(settings.STORAGE_KEY_PREFIX, resource_id, upload_id, filename)
     ttl = storage.capped_ttl(settings.UPLOAD_URL_TTL)
-    signed = storage.presign_put(key, content_type=content_type, content_length=size, sha256_hex=sha256, expires_in=ttl)
+    signed = storage.presign_put(
+        key,
+        content_type=content_type,
+        content_length=size,
+        sha256_hex=sha256,
+        content_disposition=policy.content_disposition,
+        expires_in=ttl,
+    )
     now = timezone.now()
     with transaction.atomic():
         upload = Upload.objects.create(
@@ -116,6 +124,8 @@ def create_resource_and_issue(
     client_address: str | None,
 ) -> tuple[dict[str, Any], IssuedUpload]:
     """Create a CKAN resource with the client's token, then issue an upload URL for it."""
+    # Refuse a file the policy refuses before CKAN gets a resource that would never have one.
+    content_policy.decide(content_type, filename)
     resource = ckan.resource_create(fields, token=client_token)
     issued = issue_upload(
         resource_id=str(resource["id"]),
