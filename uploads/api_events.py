@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router, Schema
 
 from uploads.events import EventParseError, ObjectEvent, parse_json_bytes, parse_r2_body, parse_s3_body
+from uploads.middleware import is_json_media_type
 from uploads.models import EventSource
 from uploads.services import ingest
 
@@ -71,6 +72,8 @@ def _read_body(request: HttpRequest) -> bytes:
         raise WebhookRefused(400, "invalid", "Content-Length is not a number")
     if int(declared) > limit:
         raise too_big
+    if not is_json_media_type(request.content_type or ""):
+        raise WebhookRefused(415, "unsupported_media_type", "send the body as application/json (Content-Type)")
     try:
         body = request.body
     except RequestDataTooBig:
@@ -124,7 +127,7 @@ def _receive(request: HttpRequest, parse: Callable[[Any], list[ObjectEvent]]) ->
     return JsonResponse({"received": len(events), "duplicates": duplicates, "unmatched": unmatched}, status=202)
 
 
-_RESPONSES: dict[int, Any] = {202: EventsAcceptedOut, **{code: EventErrorOut for code in (400, 401, 413, 503)}}
+_RESPONSES: dict[int, Any] = {202: EventsAcceptedOut, **{code: EventErrorOut for code in (400, 401, 413, 415, 503)}}
 
 
 @router.post("/r2", response=_RESPONSES, url_name="events_r2")
