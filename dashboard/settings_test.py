@@ -26,3 +26,5 @@ STORAGES = {
 }
 # Static files are collected by `make run`, not by the tests.
 MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise.")]
+# The suite reads the counters freely; tests/dashboard/test_metrics_access.py checks the lock.
+METRICS_PUBLIC = True

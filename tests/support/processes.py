@@ -35,6 +35,8 @@ def child_environ(**overrides: str) -> dict[str, str]:
         {
             "DJANGO_SETTINGS_MODULE": "dashboard.settings",
             "DOTENV_PATH": os.devnull,
+            # Children run the production profile (debug off), so they need a real-looking key.
+            "DJANGO_SECRET_KEY": "test-only-secret-key-for-child-processes-7c4f0b2e9a1d5e3f8b6a",
             "DATABASE_URL": current_database_url(),
             "PYTHONUNBUFFERED": "1",
             "Q_WORKERS": "2",
