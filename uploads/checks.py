@@ -11,7 +11,6 @@ from django.core.exceptions import ImproperlyConfigured
 
 from dashboard.env import CONFIG_ERRORS
 
-
 # Values that appear in this repository or in Django's templates: never a production secret.
 _DEVELOPMENT_KEYS = {"", "change-me", "changeme", "secret"}
 
@@ -27,7 +26,7 @@ def refuse_to_start_on_errors() -> None:
     manage.py commands run the checks themselves; a WSGI server (gunicorn) does not, so the
     WSGI module calls this and the server refuses to serve a misconfigured deployment.
     """
-    errors = [message for message in run_checks(include_deployment_checks=False) if message.is_serious() and not message.is_silenced()]
+    errors = [message for message in run_checks() if message.is_serious() and not message.is_silenced()]
     if errors:
         lines = "\n".join(
             f"  {message.id}: {message.msg}" + (f" ({message.hint})" if message.hint else "") for message in errors

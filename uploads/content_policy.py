@@ -142,7 +142,9 @@ def decide(content_type: str, filename: str, *, allowed_active: Collection[str] 
     ``allowed_active`` (default: settings.UPLOAD_ALLOWED_ACTIVE_TYPES) lists the active types
     the operator accepts; raises InvalidInput naming ``content_type`` or ``filename`` otherwise.
     """
-    allowed = {item.lower() for item in (settings.UPLOAD_ALLOWED_ACTIVE_TYPES if allowed_active is None else allowed_active)}
+    if allowed_active is None:
+        allowed_active = settings.UPLOAD_ALLOWED_ACTIVE_TYPES
+    allowed = {item.lower() for item in allowed_active}
     media = media_type(content_type)
     if is_active_type(media):
         if media not in allowed:

@@ -65,7 +65,7 @@ def clean_filename(value: str) -> str:
     if not _FILENAME.match(value):
         if _NAME_FORBIDDEN_CHAR.search(value.strip()):
             raise InvalidInput("filename", "must not contain control characters")
-        if "/" in value or "\\" in value or value.strip(" .") == "" and value.strip():
+        if "/" in value or "\\" in value or (value.strip() and not value.strip(" .")):
             raise InvalidInput("filename", "must be a file name, not a path")
         raise InvalidInput("filename", "must not be empty")
     name = unicodedata.normalize("NFC", value).strip()
