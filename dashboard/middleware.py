@@ -1,4 +1,6 @@
-"""Security headers Django does not set itself: Content-Security-Policy and Permissions-Policy."""
+"""Security headers on every response: Content-Security-Policy and Permissions-Policy, which
+Django does not set, and nosniff and Referrer-Policy also on refusals made before Django's
+SecurityMiddleware runs (the API's bad-Host and body-too-large answers)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 
 
 class SecurityHeadersMiddleware:
-    """Add the configured CSP and Permissions-Policy to every response that has none."""
+    """Add each header to every response that does not set it already."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -19,4 +21,7 @@ class SecurityHeadersMiddleware:
         if settings.CONTENT_SECURITY_POLICY:
             response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
         response.headers.setdefault("Permissions-Policy", settings.PERMISSIONS_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if settings.SECURE_REFERRER_POLICY:
+            response.headers.setdefault("Referrer-Policy", settings.SECURE_REFERRER_POLICY)
         return response

@@ -39,11 +39,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so that refusals raised by everything below (bad Host, body too large) still
-    # answer the API's JSON shape under /api/.
+    # Outermost, so that every response gets the headers, refusals made further in included.
+    "dashboard.middleware.SecurityHeadersMiddleware",
+    # Before Django's own, so that refusals raised by everything below (bad Host, body too
+    # large) still answer the API's JSON shape under /api/.
     "uploads.middleware.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "dashboard.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -70,6 +70,7 @@ class ApiErrorsMiddleware:
         if status == 413:
             message = f"the request body is larger than {limit} bytes"
         rewritten = json_error(status, code, message)
-        if response.has_header("Allow"):
-            rewritten["Allow"] = response["Allow"]
+        for name, value in response.items():  # Allow, X-Frame-Options, Vary, ...
+            if name.lower() not in {"content-type", "content-length"}:
+                rewritten[name] = value
         return rewritten
