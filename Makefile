@@ -18,7 +18,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt client/pyproject.toml
 migrate: $(VENV)/.runtime
 	$(PY) manage.py migrate --noinput
 
+# The local profile: debug on (and with it the development secret key and open /metrics).
+# Production leaves DJANGO_DEBUG unset and runs the Procfile; see SECURITY.md.
+run: export DJANGO_DEBUG ?= 1
 run: migrate
+	@echo "make run: the local profile, DJANGO_DEBUG=$$DJANGO_DEBUG (1: debug on, development secret key allowed; never expose it to a network)"
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py setup_roles
 	$(PY) manage.py serve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # Real environment variables win over the file, so tests and CI can override it.
 load_dotenv(os.environ.get("DOTENV_PATH", BASE_DIR / ".env"), override=False)
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Off unless the environment turns it on: a deployment that forgets the variable is a
+# production one (`make run` sets DJANGO_DEBUG=1 for the local profile and says so).
+DEBUG = env_bool("DJANGO_DEBUG", False)
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-in-production-0123456789"  # noqa: S105 (used only while DEBUG is on; check E002)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
@@ -28,12 +31,19 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "ninja",  # Swagger UI from the installed package's static files, not a CDN
+    "axes",
     "django_q",
     "uploads",
     "dashboard",
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that every response gets the headers, refusals made further in included.
+    "dashboard.middleware.SecurityHeadersMiddleware",
+    # Before Django's own, so that refusals raised by everything below (bad Host, body too
+    # large) still answer the API's JSON shape under /api/.
+    "uploads.middleware.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -42,6 +52,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -146,6 +161,9 @@ UPLOAD_MAX_SIZE = env_int("UPLOAD_MAX_SIZE", 5 * 1024**4, minimum=1, maximum=10_
 MULTIPART_MAX_AGE = env_int("MULTIPART_MAX_AGE", 7 * 86400, minimum=3600, maximum=30 * 86400)
 # Part URLs handed out in one answer (the rest come from POST /uploads/<id>/parts).
 MULTIPART_URLS_PER_PAGE = env_int("MULTIPART_URLS_PER_PAGE", 100, minimum=1, maximum=1000)
+# Active types (HTML, SVG, XML, JavaScript, executables: uploads.content_policy) are refused
+# unless listed here; listed ones are stored with `Content-Disposition: attachment`.
+UPLOAD_ALLOWED_ACTIVE_TYPES = [item.lower() for item in env_list("UPLOAD_ALLOWED_ACTIVE_TYPES", [])]
 
 # --- Linking ------------------------------------------------------------------------------
 LINK_MAX_ATTEMPTS = env_int("LINK_MAX_ATTEMPTS", 8, minimum=1, maximum=100)
@@ -158,6 +176,8 @@ SWEEP_INTERVAL_MINUTES = env_int("SWEEP_INTERVAL_MINUTES", 1, minimum=1)
 # --- Storage events -----------------------------------------------------------------------
 EVENTS_WEBHOOK_SECRET = env_str("EVENTS_WEBHOOK_SECRET")
 EVENTS_WEBHOOK_MAX_BYTES = env_int("EVENTS_WEBHOOK_MAX_BYTES", 1_048_576, minimum=1024)
+# Django's own cap on a request body (answered 413 under /api/): at least the webhook's.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, EVENTS_WEBHOOK_MAX_BYTES)
 EVENTS_SIGNATURE_MAX_AGE_SECONDS = 300
 SQS_QUEUE_URL = env_str("SQS_QUEUE_URL")
 CF_ACCOUNT_ID = env_str("CF_ACCOUNT_ID")
@@ -223,7 +243,43 @@ LOGGING = {
     },
 }
 
-if not DEBUG:
-    SECURE_CONTENT_TYPE_NOSNIFF = True
-    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+# --- HTTP security -------------------------------------------------------------------------
+# TLS is usually terminated by a proxy in front: these depend on it, so they come from the
+# environment (`check --deploy` names any that a production deployment left off).
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+_PROXY_SSL_HEADER = env_str("DJANGO_SECURE_PROXY_SSL_HEADER")
+if _PROXY_SSL_HEADER:
+    # The proxy's header saying the client spoke https, e.g. X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_REFERRER_POLICY = "same-origin"
+# The admin and the API docs load only their own static files; the admin's templates use a
+# few inline style attributes, never inline scripts.
+CONTENT_SECURITY_POLICY = env_str(
+    "DJANGO_CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
+
+# --- Login throttling (django-axes) --------------------------------------------------------
+# A lockout is per user name *and* client address, so a guesser cannot lock a steward out
+# from elsewhere; superusers see and clear attempts and lockouts in the admin.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 30, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+
+# --- Metrics ------------------------------------------------------------------------------
+# When set, /metrics wants `Authorization: Bearer <token>`; unset, it is open only in debug.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_PUBLIC = env_bool("METRICS_PUBLIC", DEBUG)

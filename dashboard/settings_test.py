@@ -19,6 +19,9 @@ from dashboard.settings import DATABASES, MIDDLEWARE
 if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": f"test_ckanrec_{os.getpid()}"}
 
+# Not the development key: child processes run with debug off (which refuses that key), and
+# they must share this one, since django-q signs the tasks the test process enqueues.
+SECRET_KEY = "test-only-secret-key-shared-with-child-processes-7c4f0b2e9a1d5e3f8b6a"  # noqa: S105 (tests only)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -26,3 +29,5 @@ STORAGES = {
 }
 # Static files are collected by `make run`, not by the tests.
 MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise.")]
+# The suite reads the counters freely; tests/dashboard/test_metrics_access.py checks the lock.
+METRICS_PUBLIC = True

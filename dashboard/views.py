@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET
 from django_q.brokers import get_broker
 
 from dashboard import overview
+from dashboard.access import metrics_refusal
 from uploads.consumers import health
 
 
@@ -52,6 +53,9 @@ def _metric_lines(name: str, help_text: str, kind: str, samples: list[tuple[str,
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format: uploads by state, events by status, attempts by outcome, oldest pending, consumers."""
+    refusal = metrics_refusal(request)
+    if refusal is not None:
+        return refusal
     states = overview.counts_by_state()
     events = overview.events_by_status()
     outcomes = overview.attempts_by_outcome()

@@ -12,17 +12,26 @@ from django.urls import reverse
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
 from ninja.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from uploads import ckan, storage
 from uploads.api_events import router as events_router
+from uploads.middleware import is_json_media_type
 from uploads.models import Upload
 from uploads.services import complete, issue, privacy
 from uploads.services.issue import UploadConflict
 from uploads.services.owner import NotOwner, authorize_owner
 from uploads.validation import (
+    CONTENT_TYPE_PATTERN,
+    FILENAME_PATTERN,
+    MAX_CONTENT_TYPE_CHARS,
+    MAX_DECLARED_SIZE,
+    MAX_FILENAME_CHARS,
+    RESOURCE_ID_PATTERN,
+    SHA256_PATTERN,
     InvalidInput,
     clean_content_type,
     clean_filename,
@@ -33,12 +42,27 @@ from uploads.validation import (
 
 log = logging.getLogger(__name__)
 
+
+class UnsupportedMediaType(Exception):
+    """A body declared as something other than JSON: refused, not parsed."""
+
+
+class JsonOnlyParser(Parser):
+    """Parse a body only when it is declared as JSON."""
+
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        if not is_json_media_type(request.content_type or ""):
+            raise UnsupportedMediaType(request.content_type or "")
+        return super().parse_body(request)
+
+
 api = NinjaAPI(
     title="CKAN Upload Reconciler API",
     version="1",
     description="Presigned uploads of CKAN resource files into R2/S3, and their status.",
     urls_namespace="api-v1",
     docs_url="/docs",
+    parser=JsonOnlyParser(),
 )
 
 
@@ -100,6 +124,13 @@ def _conflict(request: HttpRequest, exc: UploadConflict) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # django-ninja wraps every parser failure into a 400 "Cannot parse request body".
+    if isinstance(exc.__cause__, UnsupportedMediaType):
+        return error_response(
+            request, 415, "unsupported_media_type", "send the body as application/json (Content-Type)"
+        )
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        return error_response(request, 400, "unreadable", "the body is not valid JSON")
     return error_response(request, exc.status_code, "http_error", str(exc))
 
 
@@ -140,11 +171,34 @@ def _storage_error(request: HttpRequest, exc: storage.StorageError) -> HttpRespo
 
 
 class FileFields(BaseModel):
-    filename: str = Field(max_length=1024, description="The file's name: no path parts")
-    content_type: str = Field(max_length=255, examples=["text/csv"])
-    size: int | None = Field(None, description="Bytes; when given, the upload must be exactly this size")
+    # The same regular expressions, with the same semantics, as the schema and the code.
+    model_config = ConfigDict(regex_engine="python-re")
+
+    filename: str = Field(
+        max_length=MAX_FILENAME_CHARS,
+        pattern=FILENAME_PATTERN,
+        description="The file's name: no path parts or control characters, not only dots. "
+        "An active extension (.html, .svg, .js, .exe, ...) is refused unless the operator allows its type.",
+        examples=["data.csv"],
+    )
+    content_type: str = Field(
+        max_length=MAX_CONTENT_TYPE_CHARS,
+        pattern=CONTENT_TYPE_PATTERN,
+        description="The MIME type the bucket will serve. Active types (HTML, XHTML, SVG, XML, JavaScript, "
+        "executables) are refused with 400 unless the operator allows them; allowed ones are stored "
+        "with Content-Disposition: attachment, which is then one of the returned headers.",
+        examples=["text/csv"],
+    )
+    size: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DECLARED_SIZE,
+        description="Bytes; when given, the upload must be exactly this size. Above 5 GiB (or above "
+        "MULTIPART_THRESHOLD) it is a multipart upload; UPLOAD_MAX_SIZE (5 TiB) at most",
+    )
     sha256: str | None = Field(
         None,
+        pattern=SHA256_PATTERN,
         description="Hex SHA-256 of the file: the store verifies it for a single PUT; multipart only records it",
     )
     multipart: bool | None = Field(
@@ -181,7 +235,11 @@ def _clean(func: Any, value: Any) -> Any:
 
 
 class UploadRequest(FileFields):
-    resource_id: str = Field(description="The CKAN resource (UUID) the file belongs to")
+    resource_id: str = Field(
+        pattern=RESOURCE_ID_PATTERN,
+        description="The CKAN resource (UUID) the file belongs to",
+        examples=["3f1b0c8e-2a4d-4c6e-9b1a-0123456789ab"],
+    )
 
     @field_validator("resource_id")
     @classmethod
@@ -284,8 +342,10 @@ class ErrorOut(Schema):
     error: dict[str, Any]
 
 
-ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 502, 503)}
-OWNER_ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 502, 503)}
+# Every refusal an endpoint can answer, all in the one error shape.
+ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 415, 502, 503)}
+PATH_ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 404)}
+OWNER_ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 415, 502, 503)}
 
 
 def _client_address(request: HttpRequest) -> str | None:
@@ -404,7 +464,7 @@ def create_resource(request: HttpRequest, payload: ResourceRequest) -> Status:
 
 @api.get(
     "/uploads/{upload_id}",
-    response={200: UploadStatusOut, **{code: ErrorOut for code in (403, 404, 502)}},
+    response={200: UploadStatusOut, **PATH_ERRORS, **{code: ErrorOut for code in (403, 502)}},
     url_name="upload_status",
     exclude_unset=True,
 )
@@ -465,7 +525,7 @@ def list_parts(request: HttpRequest, upload_id: UUID) -> dict[str, Any]:
 @api.post(
     "/uploads/{upload_id}/complete",
     auth=CkanToken(),
-    response={202: UploadStateOut, 415: ErrorOut, **OWNER_ERRORS},
+    response={202: UploadStateOut, **OWNER_ERRORS},
     url_name="upload_complete",
     openapi_extra={
         "requestBody": {

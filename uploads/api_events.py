@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router, Schema
 
 from uploads.events import EventParseError, ObjectEvent, parse_json_bytes, parse_r2_body, parse_s3_body
+from uploads.middleware import is_json_media_type
 from uploads.models import EventSource
 from uploads.services import ingest
 
@@ -71,6 +72,8 @@ def _read_body(request: HttpRequest) -> bytes:
         raise WebhookRefused(400, "invalid", "Content-Length is not a number")
     if int(declared) > limit:
         raise too_big
+    if not is_json_media_type(request.content_type or ""):
+        raise WebhookRefused(415, "unsupported_media_type", "send the body as application/json (Content-Type)")
     try:
         body = request.body
     except RequestDataTooBig:
@@ -124,16 +127,39 @@ def _receive(request: HttpRequest, parse: Callable[[Any], list[ObjectEvent]]) ->
     return JsonResponse({"received": len(events), "duplicates": duplicates, "unmatched": unmatched}, status=202)
 
 
-_RESPONSES: dict[int, Any] = {202: EventsAcceptedOut, **{code: EventErrorOut for code in (400, 401, 413, 503)}}
+_RESPONSES: dict[int, Any] = {202: EventsAcceptedOut, **{code: EventErrorOut for code in (400, 401, 413, 415, 503)}}
+# The body is read raw (the signature covers its bytes), so the schema is declared here.
+_SIGNED_JSON_BODY: dict[str, Any] = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": TIMESTAMP_HEADER,
+            "required": True,
+            "description": "Unix seconds; within EVENTS_SIGNATURE_MAX_AGE_SECONDS of the server's clock",
+            "schema": {"type": "string", "pattern": rf"^[0-9]{{1,{_MAX_TIMESTAMP_DIGITS}}}$"},
+        },
+        {
+            "in": "header",
+            "name": SIGNATURE_HEADER,
+            "required": True,
+            "description": 'sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>',
+            "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+    },
+}
 
 
-@router.post("/r2", response=_RESPONSES, url_name="events_r2")
+@router.post("/r2", response=_RESPONSES, url_name="events_r2", openapi_extra=_SIGNED_JSON_BODY)
 def receive_r2_events(request: HttpRequest) -> HttpResponse:
     """R2 notifications pushed by a Worker: one, a list, or a batch ``{"messages": [{"id", "body"}]}``."""
     return _receive(request, parse_r2_body)
 
 
-@router.post("/s3", response=_RESPONSES, url_name="events_s3")
+@router.post("/s3", response=_RESPONSES, url_name="events_s3", openapi_extra=_SIGNED_JSON_BODY)
 def receive_s3_events(request: HttpRequest) -> HttpResponse:
     """S3 notifications ``{"Records": [...]}`` pushed by a forwarder (the test event is accepted and skipped)."""
     return _receive(request, parse_s3_body)

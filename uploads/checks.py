@@ -6,9 +6,32 @@ from typing import Any
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register, run_checks
+from django.core.exceptions import ImproperlyConfigured
 
 from dashboard.env import CONFIG_ERRORS
+
+# Values that appear in this repository or in Django's templates: never a production secret.
+_DEVELOPMENT_KEYS = {"", "change-me", "changeme", "secret"}
+
+
+def is_development_secret_key(key: str) -> bool:
+    """True for a missing secret key or one published as a development value."""
+    return key in _DEVELOPMENT_KEYS or key == settings.DEV_SECRET_KEY or key.startswith("django-insecure-")
+
+
+def refuse_to_start_on_errors() -> None:
+    """Raise ImproperlyConfigured when a system check reports an error.
+
+    manage.py commands run the checks themselves; a WSGI server (gunicorn) does not, so the
+    WSGI module calls this and the server refuses to serve a misconfigured deployment.
+    """
+    errors = [message for message in run_checks() if message.is_serious() and not message.is_silenced()]
+    if errors:
+        lines = "\n".join(
+            f"  {message.id}: {message.msg}" + (f" ({message.hint})" if message.hint else "") for message in errors
+        )
+        raise ImproperlyConfigured(f"refusing to start; fix the configuration:\n{lines}")
 
 
 def _is_http_url(value: str) -> bool:
@@ -21,8 +44,15 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
     """Validate the environment-driven settings."""
     problems: list[Error | Warning] = [Error(message, id="uploads.E001") for message in CONFIG_ERRORS]
 
-    if not settings.DEBUG and settings.SECRET_KEY == settings.DEV_SECRET_KEY:
-        problems.append(Error("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false.", id="uploads.E002"))
+    if not settings.DEBUG and is_development_secret_key(settings.SECRET_KEY):
+        problems.append(
+            Error(
+                "DJANGO_SECRET_KEY is missing or a known development value, and debug is off.",
+                hint="Set DJANGO_SECRET_KEY to a long random value (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(50))'), or DJANGO_DEBUG=1 on a development machine.",
+                id="uploads.E002",
+            )
+        )
 
     if settings.CKAN_URL and not _is_http_url(settings.CKAN_URL):
         problems.append(Error(f"CKAN_URL={settings.CKAN_URL!r} is not an http(s) URL.", id="uploads.E003"))

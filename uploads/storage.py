@@ -121,6 +121,7 @@ def presign_put(
     content_type: str,
     content_length: int | None,
     sha256_hex: str = "",
+    content_disposition: str = "",
     expires_in: int,
     acl: str = "",
 ) -> PresignedPut:
@@ -130,6 +131,10 @@ def presign_put(
     """
     params: dict[str, Any] = {"Bucket": settings.STORAGE_BUCKET, "Key": key, "ContentType": content_type}
     headers = {"Content-Type": content_type}
+    if content_disposition:
+        # Stored with the object and sent back on every GET: the bucket never renders it.
+        params["ContentDisposition"] = content_disposition
+        headers["Content-Disposition"] = content_disposition
     if content_length is not None:
         params["ContentLength"] = content_length
         headers["Content-Length"] = str(content_length)
@@ -165,9 +170,15 @@ def _multipart_failure(action: str, key: str, exc: BotoCoreError | ClientError) 
     return StorageError(f"{action} {key!r} failed: {type(exc).__name__}")
 
 
-def create_multipart_upload(key: str, *, content_type: str, acl: str = "") -> str:
-    """Start a multipart upload of ``key`` (``acl``: a canned ACL the object gets); returns its upload id."""
+def create_multipart_upload(key: str, *, content_type: str, content_disposition: str = "", acl: str = "") -> str:
+    """Start a multipart upload of ``key``; returns its upload id.
+
+    The object gets ``content_disposition`` (``attachment`` for an allowed active type) and
+    ``acl`` (a canned ACL, on stores that have them) when it is assembled.
+    """
     params: dict[str, Any] = {"Bucket": settings.STORAGE_BUCKET, "Key": key, "ContentType": content_type}
+    if content_disposition:
+        params["ContentDisposition"] = content_disposition
     if acl:
         params["ACL"] = acl
     try:

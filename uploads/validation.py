@@ -18,12 +18,35 @@ _MIB = 1024**2
 MAX_DECLARED_SIZE = 2**63 - 1  # what the ledger's BigIntegerField holds
 MAX_KEY_BYTES = 1024
 MAX_FILENAME_CHARS = 255
+MAX_CONTENT_TYPE_CHARS = 255
 
-_CONTENT_TYPE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-    r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"\\\r\n]*\"|[A-Za-z0-9!#$&^_.+-]+))*$"
+# Each pattern below is published as-is in the OpenAPI schema and is the check the code runs
+# on the raw value (before stripping), so the schema and the code agree by construction.
+CONTENT_TYPE_PATTERN = (
+    r"^\s*[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+    r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"\\\r\n]*\"|[A-Za-z0-9!#$&^_.+-]+))*\s*$"
 )
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+RESOURCE_ID_PATTERN = r"^\s*[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\s*$"
+SHA256_PATTERN = r"^(\s*[0-9A-Fa-f]{64}\s*)?$"
+# Unicode categories Cc, Cf, Zl and Zp (controls, invisible format characters such as the
+# right-to-left override, line and paragraph separators) as ranges, written out so that the
+# schema carries them (tests check the list against unicodedata).
+FORBIDDEN_NAME_RANGES = (
+    (0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x600, 0x605), (0x61C, 0x61C), (0x6DD, 0x6DD), (0x70F, 0x70F),
+    (0x890, 0x891), (0x8E2, 0x8E2), (0x180E, 0x180E), (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x2064),
+    (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD),
+    (0x13430, 0x13438), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)  # fmt: skip
+_FORBIDDEN_IN_NAME = "".join(chr(lo) if lo == hi else f"{chr(lo)}-{chr(hi)}" for lo, hi in FORBIDDEN_NAME_RANGES)
+# A plain name: no path separators or control characters, and at least one character that is
+# neither a dot nor a space (so never "", ".", ".." or "...").
+FILENAME_PATTERN = rf"^[^/\\{_FORBIDDEN_IN_NAME}]*[^/\\.\s{_FORBIDDEN_IN_NAME}][^/\\{_FORBIDDEN_IN_NAME}]*$"
+
+_CONTENT_TYPE = re.compile(CONTENT_TYPE_PATTERN)
+_RESOURCE_ID = re.compile(RESOURCE_ID_PATTERN)
+_SHA256 = re.compile(SHA256_PATTERN)
+_FILENAME = re.compile(FILENAME_PATTERN)
+_NAME_FORBIDDEN_CHAR = re.compile(rf"[{_FORBIDDEN_IN_NAME}]")
 # Characters kept as they are in the key; anything else becomes "_".
 _UNSAFE_IN_KEY = re.compile(r"[^\w.()!'-]+", re.UNICODE)
 
@@ -38,24 +61,23 @@ class InvalidInput(ValueError):
 
 
 def clean_resource_id(value: str) -> str:
-    """CKAN resource ids are UUIDs; return the canonical lowercase form."""
-    try:
-        return str(uuid.UUID(value.strip()))
-    except (ValueError, AttributeError):
-        raise InvalidInput("resource_id", "must be a CKAN resource id (a UUID)") from None
+    """CKAN resource ids are UUIDs (8-4-4-4-12 hex digits); return the canonical lowercase form."""
+    if not isinstance(value, str) or not _RESOURCE_ID.match(value):
+        raise InvalidInput("resource_id", "must be a CKAN resource id (a UUID)")
+    return str(uuid.UUID(value.strip()))
 
 
 def clean_filename(value: str) -> str:
-    """A plain file name: no path parts, no control characters, not empty, at most 255 chars."""
-    name = unicodedata.normalize("NFC", value).strip()
-    if not name:
+    """A plain file name: no path parts, no control characters, not only dots, at most 255 chars."""
+    if len(value) > MAX_FILENAME_CHARS:
+        raise InvalidInput("filename", f"must be at most {MAX_FILENAME_CHARS} characters")
+    if not _FILENAME.match(value):
+        if _NAME_FORBIDDEN_CHAR.search(value.strip()):
+            raise InvalidInput("filename", "must not contain control characters")
+        if "/" in value or "\\" in value or (value.strip() and not value.strip(" .")):
+            raise InvalidInput("filename", "must be a file name, not a path")
         raise InvalidInput("filename", "must not be empty")
-    if any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in name):
-        raise InvalidInput("filename", "must not contain control characters")
-    if "/" in name or "\\" in name:
-        raise InvalidInput("filename", "must be a file name, not a path")
-    if name in {".", ".."}:
-        raise InvalidInput("filename", "must be a file name, not a path")
+    name = unicodedata.normalize("NFC", value).strip()
     if len(name) > MAX_FILENAME_CHARS:
         raise InvalidInput("filename", f"must be at most {MAX_FILENAME_CHARS} characters")
     return name
@@ -69,10 +91,9 @@ def safe_key_name(filename: str) -> str:
 
 def clean_content_type(value: str) -> str:
     """A MIME type such as ``text/csv`` or ``text/csv; charset=utf-8``."""
-    content_type = value.strip()
-    if not content_type or len(content_type) > 255 or not _CONTENT_TYPE.match(content_type):
+    if len(value) > MAX_CONTENT_TYPE_CHARS or not _CONTENT_TYPE.match(value):
         raise InvalidInput("content_type", "must be a MIME type such as text/csv")
-    return content_type
+    return value.strip()
 
 
 def clean_size(value: int | None) -> int | None:
@@ -135,7 +156,7 @@ def clean_sha256(value: str | None) -> str:
     """A hex SHA-256 digest, lowercased; empty when not given."""
     if not value:
         return ""
-    if not _SHA256.match(value.strip()):
+    if not _SHA256.match(value):
         raise InvalidInput("sha256", "must be 64 hexadecimal characters")
     return value.strip().lower()
 

@@ -101,6 +101,7 @@ def test_it_serves_with_embedded_storage_and_stops_everything_on_ctrl_c(tmp_path
             "DJANGO_SETTINGS_MODULE": "dashboard.settings",
             "DOTENV_PATH": os.devnull,
             "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "DJANGO_DEBUG": "1",  # as `make run` sets it
         }
     )
     subprocess.run(

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,9 @@ def child_environ(**overrides: str) -> dict[str, str]:
         {
             "DJANGO_SETTINGS_MODULE": "dashboard.settings",
             "DOTENV_PATH": os.devnull,
+            # Children run with debug off, so they need a real key: the tests' own, because
+            # django-q signs tasks with it (a task enqueued here must verify there).
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             "DATABASE_URL": current_database_url(),
             "PYTHONUNBUFFERED": "1",
             "Q_WORKERS": "2",

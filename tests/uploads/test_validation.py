@@ -87,3 +87,24 @@ def test_it_normalises_sha256_digests():
     assert clean_sha256(None) == ""
     with pytest.raises(InvalidInput):
         clean_sha256("ab" * 31)
+
+
+def test_the_forbidden_name_ranges_are_exactly_the_control_and_format_characters():
+    import sys
+    import unicodedata
+
+    from uploads.validation import FORBIDDEN_NAME_RANGES
+
+    listed = {code for lo, hi in FORBIDDEN_NAME_RANGES for code in range(lo, hi + 1)}
+    expected = {
+        code for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) in {"Cc", "Cf", "Zl", "Zp"}
+    }
+    assert listed == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["...", " . ", "3f1b0c8e2a4d4c6e9b1a0123456789ab", "{3f1b0c8e-2a4d-4c6e-9b1a-0123456789ab}"]
+)
+def test_it_refuses_names_of_only_dots_and_resource_ids_in_other_uuid_spellings(value):
+    with pytest.raises(InvalidInput):
+        clean_filename(value) if "." in value else clean_resource_id(value)

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from uploads import ckan, storage
+from uploads import ckan, content_policy, storage
 from uploads.models import Upload, UploadState
 from uploads.services import privacy
 from uploads.services.owner import identify_requester, token_fingerprint
@@ -88,6 +88,7 @@ def issue_upload(
     dataset's privacy already.
     """
     plan = plan_for(size, multipart)
+    policy = content_policy.decide(content_type, filename)
     if resource is None:
         resource = ckan.authorize_resource_update(resource_id, token=client_token)
     if dataset_private is None:
@@ -105,6 +106,7 @@ def issue_upload(
             content_type=content_type,
             content_length=size,
             sha256_hex=sha256,
+            content_disposition=policy.content_disposition,
             expires_in=ttl,
             acl=privacy.upload_acl(),
         )
@@ -115,7 +117,10 @@ def issue_upload(
         # unknown multipart upload, which the reconcile scan reports and aborts.
         fields = {
             "multipart_upload_id": storage.create_multipart_upload(
-                key, content_type=content_type, acl=privacy.upload_acl()
+                key,
+                content_type=content_type,
+                content_disposition=policy.content_disposition,
+                acl=privacy.upload_acl(),
             ),
             "part_size": plan.part_size,
             "part_count": plan.part_count,
@@ -228,7 +233,9 @@ def create_resource_and_issue(
     multipart: bool | None = None,
 ) -> tuple[dict[str, Any], IssuedUpload]:
     """Create a CKAN resource with the client's token, then issue an upload URL for it."""
-    plan_for(size, multipart)  # an impossible size is refused before anything is created in CKAN
+    # Refuse what would be refused anyway before CKAN gets a resource that would never have a file.
+    plan_for(size, multipart)
+    content_policy.decide(content_type, filename)
     # Before creating anything: a refused file must not leave an empty resource behind.
     private = dataset_privacy(str(fields.get("package_id", "")), token=client_token)
     resource = ckan.resource_create(fields, token=client_token)

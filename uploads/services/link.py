@@ -21,7 +21,6 @@ Concurrency, in three layers:
 from __future__ import annotations
 
 import logging
-import mimetypes
 import random
 import re
 import uuid
@@ -35,7 +34,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from uploads import ckan, storage
+from uploads import ckan, content_policy, storage
 from uploads.models import LinkAttempt, LinkOutcome, LinkTrigger, Upload, UploadState
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,6 @@ OBJECT_NOT_FOUND = "object not found in bucket"
 # Hints that an object exists wait for a pending backoff (a duplicate event while CKAN is down
 # must not cut it short); retries from the sweep, replays and reconciliation act at once.
 _HINT_TRIGGERS = {LinkTrigger.EVENT, LinkTrigger.COMPLETE}
-_GENERIC_TYPES = {"application/octet-stream", "binary/octet-stream", ""}
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -165,18 +163,9 @@ def describe_mismatch(upload: Upload, info: storage.ObjectInfo) -> str:
 
 
 def resource_format(content_type: str, filename: str) -> str:
-    """CKAN's format field: the file extension (the linked URL ends in it), else from the content type."""
-    # The extension first: it is what the data's users see in the URL, and MIME → extension
-    # tables vary by machine and mislead (application/xml → ".xsl").
-    _, dot, extension = filename.rpartition(".")
-    if dot and extension:
-        return extension.upper()
-    media = _media_type(content_type)
-    if media not in _GENERIC_TYPES:
-        guessed = mimetypes.guess_extension(media, strict=False)
-        if guessed:
-            return guessed.lstrip(".").upper()
-    return ""
+    """CKAN's format field: the file extension (the linked URL ends in it), else a known name for the type."""
+    # Never the raw MIME, and no machine-dependent MIME tables (application/xml → ".xsl").
+    return content_policy.ckan_format(content_type, filename)
 
 
 def object_hash(upload: Upload, info: storage.ObjectInfo) -> str:

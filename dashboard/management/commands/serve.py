@@ -153,6 +153,8 @@ class Command(BaseCommand):
                     "-m",
                     "gunicorn",
                     "dashboard.wsgi:application",
+                    "--config",
+                    "python:dashboard.gunicorn_conf",
                     "--bind",
                     options["bind"],
                     "--workers",
