@@ -108,3 +108,10 @@ def test_the_forbidden_name_ranges_are_exactly_the_control_and_format_characters
 def test_it_refuses_names_of_only_dots_and_resource_ids_in_other_uuid_spellings(value):
     with pytest.raises(InvalidInput):
         clean_filename(value) if "." in value else clean_resource_id(value)
+
+
+def test_a_content_type_may_not_break_its_header_across_lines():
+    assert clean_content_type("text/csv ;\tcharset=utf-8") == "text/csv ;\tcharset=utf-8"
+    for bad in ("text/csv\n;charset=utf-8", "text/csv;\x0bq=1", "text/csv\r\n; a=b"):
+        with pytest.raises(InvalidInput):
+            clean_content_type(bad)
