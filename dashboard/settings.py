@@ -159,6 +159,8 @@ MULTIPART_PART_SIZE = env_int("MULTIPART_PART_SIZE", 64 * _MIB, minimum=5 * _MIB
 UPLOAD_MAX_SIZE = env_int("UPLOAD_MAX_SIZE", 5 * 1024**4, minimum=1, maximum=10_000 * 5 * 1024**3)
 # How long an unfinished multipart upload may stay open (R2's own lifecycle default: 7 days).
 MULTIPART_MAX_AGE = env_int("MULTIPART_MAX_AGE", 7 * 86400, minimum=3600, maximum=30 * 86400)
+# How long `complete` waits for the store to assemble a multipart object.
+STORAGE_COMPLETE_TIMEOUT_SECONDS = env_int("STORAGE_COMPLETE_TIMEOUT_SECONDS", 600, minimum=30, maximum=3600)
 # Part URLs handed out in one answer (the rest come from POST /uploads/<id>/parts).
 MULTIPART_URLS_PER_PAGE = env_int("MULTIPART_URLS_PER_PAGE", 100, minimum=1, maximum=1000)
 # Active types (HTML, SVG, XML, JavaScript, executables: uploads.content_policy) are refused

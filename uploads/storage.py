@@ -75,8 +75,8 @@ def is_configured() -> bool:
 
 
 @functools.cache
-def get_client() -> Any:
-    """The process-wide S3 client."""
+def get_client(*, read_timeout: int = 30) -> Any:
+    """The process-wide S3 client (one more, with a long read timeout, for slow operations)."""
     if not is_configured():
         raise StorageNotConfigured("object storage is not configured (STORAGE_BUCKET and credentials)")
     config = Config(
@@ -86,7 +86,7 @@ def get_client() -> Any:
         response_checksum_validation="when_required",
         retries={"max_attempts": 3, "mode": "standard"},
         connect_timeout=5,
-        read_timeout=30,
+        read_timeout=read_timeout,
         max_pool_connections=16,
     )
     return boto3.session.Session().client(
@@ -225,7 +225,8 @@ def list_parts(key: str, *, upload_id: str) -> list[PartInfo]:
 def complete_multipart_upload(key: str, *, upload_id: str, parts: list[PartInfo]) -> None:
     """Assemble the object from its parts (ascending, with the store's own ETags)."""
     try:
-        get_client().complete_multipart_upload(
+        # The store assembles the object before it answers; S3 documents that it can take minutes.
+        get_client(read_timeout=settings.STORAGE_COMPLETE_TIMEOUT_SECONDS).complete_multipart_upload(
             Bucket=settings.STORAGE_BUCKET,
             Key=key,
             UploadId=upload_id,

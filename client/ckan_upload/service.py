@@ -11,6 +11,8 @@ from ckan_upload import __version__
 from ckan_upload.retry import Backoff, is_retryable_status
 
 TIMEOUT = (10, 60)
+# The store assembles a multipart object while `complete` waits: S3 says it can take minutes.
+COMPLETE_TIMEOUT = (10, 900)
 MAX_PART_NUMBERS = 1000
 
 
@@ -42,12 +44,20 @@ class Service:
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"ckan-upload/{__version__}"
 
-    def _call(self, method: str, url: str, *, json: Any = None, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
+    def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+        timeout: tuple[float, float] = TIMEOUT,
+    ) -> dict[str, Any]:
         attempt = 0
         while True:
             try:
                 response = self._session.request(
-                    method, url, json=json, headers={"Authorization": self._token}, timeout=TIMEOUT
+                    method, url, json=json, headers={"Authorization": self._token}, timeout=timeout
                 )
             except requests.RequestException as exc:
                 if attempt + 1 >= self._backoff.attempts:
@@ -96,7 +106,9 @@ class Service:
     def complete(self, upload_id: str, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """POST /uploads/<id>/complete (with the part ETags for a multipart upload)."""
         body = {"parts": parts} if parts is not None else None
-        return self._call("POST", f"{self.base}/uploads/{upload_id}/complete", json=body, ok=(200, 202))
+        return self._call(
+            "POST", f"{self.base}/uploads/{upload_id}/complete", json=body, ok=(200, 202), timeout=COMPLETE_TIMEOUT
+        )
 
     def abort(self, upload_id: str) -> dict[str, Any]:
         """DELETE /uploads/<id>: give up an unfinished upload."""
