@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -137,6 +138,8 @@ def run(args: argparse.Namespace, work: Path, site: CkanSite) -> None:
         **{k: v for k, v in base_env.items() if not k.startswith(("STORAGE_", "CKAN_", "SQS_", "CF_"))},
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         "DOTENV_PATH": os.devnull,
+        # Debug stays off, as in production: that needs a real secret key.
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DATABASE_URL": f"sqlite:///{work / 'ledger.sqlite3'}",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "STORAGE_ENDPOINT_URL": endpoint,

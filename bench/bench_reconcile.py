@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 DB = Path(tempfile.gettempdir()) / f"bench-reconcile-{os.getpid()}.sqlite3"
 os.environ["DATABASE_URL"] = f"sqlite:///{DB}"
 os.environ["DOTENV_PATH"] = os.devnull
+os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 os.environ.update({"STORAGE_BUCKET": "bench", "CKAN_URL": "", "LOG_LEVEL": "WARNING"})
 
