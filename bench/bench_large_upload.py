@@ -186,7 +186,12 @@ def run(args: argparse.Namespace, work: Path, site: CkanSite) -> None:
             done = subprocess.run(client, env=client_env, capture_output=True, text=True)
             seconds = time.perf_counter() - started
             if done.returncode != 0:
-                sys.exit(f"ckan-upload exited {done.returncode}: {done.stderr[-2000:]}")
+                logs = "".join(
+                    f"\n--- {name} (tail) ---\n{(work / name).read_text(errors='replace')[-3000:]}"
+                    for name in ("web.log", "moto.log")
+                    if (work / name).exists()
+                )
+                sys.exit(f"ckan-upload exited {done.returncode}: {done.stderr[-2000:]}{logs}")
             result = json.loads(done.stdout)
             status = requests.get(
                 f"{server}/api/v1/uploads/{result['upload_id']}",

@@ -73,6 +73,7 @@ def serve_environ(tmp_path) -> dict[str, str]:
             "DOTENV_PATH": os.devnull,
             "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
             "Q_WORKERS": "2",
+            "DJANGO_DEBUG": "1",  # the local profile, as `make run` sets it
         }
     )
     subprocess.run(
