@@ -87,6 +87,25 @@ def serve_environ(tmp_path) -> dict[str, str]:
     return env
 
 
+def put_and_wait_for_event(storage_port: int, tmp_path, key: str) -> list[str]:
+    """Put an object into the embedded bucket; return the event keys once the consumer recorded it."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{storage_port}",
+        region_name="us-east-1",
+        aws_access_key_id="embedded-moto",
+        aws_secret_access_key="embedded-moto",
+    )
+    s3.put_object(Bucket="ckan-uploads", Key=key, Body=b"a,b\n")
+
+    def recorded_keys() -> list[str]:
+        with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+            keys = [k for (k,) in db.execute("SELECT key FROM uploads_storageevent")]
+        return keys if key in keys else []
+
+    return wait_for(recorded_keys, timeout=60, what=f"the SQS consumer to record {key}")  # type: ignore[return-value]
+
+
 def healthz(port: int) -> int | None:
     try:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
@@ -139,20 +158,7 @@ def test_it_serves_with_embedded_storage_and_stops_everything_on_ctrl_c(tmp_path
         children = children_of(proc.pid)
         assert len(children) >= 3, output  # gunicorn, qcluster, consume_sqs
         # The consumer is alive and wired: an object put into the embedded bucket becomes an event.
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{storage_port}",
-            region_name="us-east-1",
-            aws_access_key_id="embedded-moto",
-            aws_secret_access_key="embedded-moto",
-        )
-        s3.put_object(Bucket="ckan-uploads", Key="stray/object.csv", Body=b"a,b\n")
-
-        def recorded_keys() -> list[str]:
-            with sqlite3.connect(tmp_path / "db.sqlite3") as db:
-                return [key for (key,) in db.execute("SELECT key FROM uploads_storageevent")]
-
-        assert wait_for(recorded_keys, timeout=60, what="the SQS consumer to record the event") == ["stray/object.csv"]
+        assert put_and_wait_for_event(storage_port, tmp_path, "stray/object.csv") == ["stray/object.csv"]
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()
     finally:
         proc.send_signal(signal.SIGINT)
@@ -210,20 +216,7 @@ def test_a_child_that_dies_is_restarted_and_the_service_keeps_answering(tmp_path
         assert "worker exited with -9; restarting it in " in log
         assert child_commands(proc.pid)["web"] == before["web"]  # the others were left alone
         # The restarted consumer works: an object put into the embedded bucket becomes an event.
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{storage_port}",
-            region_name="us-east-1",
-            aws_access_key_id="embedded-moto",
-            aws_secret_access_key="embedded-moto",
-        )
-        s3.put_object(Bucket="ckan-uploads", Key="stray/after-restart.csv", Body=b"a,b\n")
-
-        def recorded_keys() -> list[str]:
-            with sqlite3.connect(tmp_path / "db.sqlite3") as db:
-                return [key for (key,) in db.execute("SELECT key FROM uploads_storageevent")]
-
-        wait_for(recorded_keys, timeout=60, what="the restarted consumer to record the event")
+        assert "stray/after-restart.csv" in put_and_wait_for_event(storage_port, tmp_path, "stray/after-restart.csv")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
