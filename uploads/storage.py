@@ -157,6 +157,11 @@ def _strip_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
 
 
+def normal_etag(etag: str | None) -> str:
+    """An ETag as comparable text: no quotes or spaces, lowercase (stores and clients differ)."""
+    return (etag or "").strip().strip('"').lower()
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 

@@ -36,10 +36,6 @@ class ClientPart:
     etag: str
 
 
-def _normal_etag(etag: str) -> str:
-    return etag.strip().strip('"').lower()
-
-
 def _named(numbers: list[int]) -> list[int]:
     return numbers[:MAX_NAMED_PARTS]
 
@@ -70,7 +66,8 @@ def check_parts(upload: Upload, stored: list[storage.PartInfo], claimed: list[Cl
         mismatched = sorted(
             c.part_number
             for c in claimed
-            if c.part_number not in by_number or _normal_etag(c.etag) != _normal_etag(by_number[c.part_number].etag)
+            if c.part_number not in by_number
+            or storage.normal_etag(c.etag) != storage.normal_etag(by_number[c.part_number].etag)
         )
         if mismatched:
             raise UploadConflict(

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from uploads import storage
 from uploads.events import ObjectEvent
 from uploads.models import (
     EventAction,
@@ -126,10 +127,6 @@ def _mark_object_deleted(upload: Upload, *, deleted_at: datetime) -> None:
     log.warning("the object of upload %s (%s) was deleted", upload.pk, upload.state)
 
 
-def _normal_etag(etag: str) -> str:
-    return etag.strip().strip('"').lower()
-
-
 @transaction.atomic
 def mark_object_seen(upload: Upload, *, size: int | None, etag: str, seen_at: datetime, trigger: str) -> bool:
     """Note that the upload's object exists; move the Upload to ``uploaded`` and enqueue its link.
@@ -143,7 +140,7 @@ def mark_object_seen(upload: Upload, *, size: int | None, etag: str, seen_at: da
     """
     locked = Upload.objects.select_for_update().get(pk=upload.pk)
     state = locked.state
-    new_object = bool(etag) and _normal_etag(etag) != _normal_etag(locked.object_etag)
+    new_object = bool(etag) and storage.normal_etag(etag) != storage.normal_etag(locked.object_etag)
     # The last link HEADed and found nothing: this hint says otherwise.
     missed = locked.last_error.startswith(OBJECT_NOT_FOUND)
     if state in (UploadState.SUPERSEDED, UploadState.ABORTED):
@@ -226,7 +223,9 @@ def record_client_complete(*, upload_id: UUID, info: ObjectInfo) -> RecordResult
     """
     upload = Upload.objects.get(pk=upload_id)
     now = timezone.now()
-    dedupe_key = hashlib.sha256(f"client-complete\x00{upload.pk}\x00{_normal_etag(info.etag)}".encode()).hexdigest()
+    dedupe_key = hashlib.sha256(
+        f"client-complete\x00{upload.pk}\x00{storage.normal_etag(info.etag)}".encode()
+    ).hexdigest()
     stored, created = _create_once(
         {
             "source": EventSource.CLIENT,

@@ -87,10 +87,6 @@ class Recorded:
     new: bool
 
 
-def _normal_etag(etag: str) -> str:
-    return (etag or "").strip().strip('"').lower()
-
-
 def _keyset(queryset: QuerySet[Upload], field: str) -> Iterator[list[Upload]]:
     """Walk a queryset in chunks by keyset pagination on an indexed unique ``field``.
 
@@ -241,7 +237,7 @@ class Reconciler:
                         {"state": state, "etag": obj.etag},
                     )
                 )
-            elif state == UploadState.FAILED and _normal_etag(row[2]) != _normal_etag(obj.etag):
+            elif state == UploadState.FAILED and storage.normal_etag(row[2]) != storage.normal_etag(obj.etag):
                 # Failed without ever seeing this object (every attempt ran before the PUT
                 # landed, or a re-PUT): linking it is what the client wanted.
                 findings.append(
