@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import requests
 
+from dashboard.management.commands.serve import gunicorn_command
 from tests.dashboard.test_serve_command import free_port
 from tests.support.processes import ROOT, wait_for
 
@@ -32,21 +32,7 @@ def test_the_access_log_has_the_path_but_no_query_string_or_token(tmp_path):
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "dashboard.wsgi:application",
-                "--config",
-                "python:dashboard.gunicorn_conf",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--no-control-socket",
-                "--access-logfile",
-                "-",
-            ],
+            gunicorn_command(f"127.0.0.1:{port}", workers=1),
             cwd=ROOT,
             env=env,
             stdout=log,

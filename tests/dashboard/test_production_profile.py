@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from dashboard.management.commands.serve import gunicorn_command
 from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
@@ -91,19 +92,7 @@ def test_manage_commands_refuse_a_development_secret_key_outside_debug(tmp_path,
 
 def test_gunicorn_refuses_to_serve_with_the_development_secret_key(tmp_path):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "dashboard.wsgi:application",
-            "--config",
-            "python:dashboard.gunicorn_conf",
-            "--bind",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--no-control-socket",
-        ],
+        gunicorn_command("127.0.0.1:0", workers=1),
         cwd=ROOT,
         env=base_environ(tmp_path),
         capture_output=True,

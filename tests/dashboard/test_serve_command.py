@@ -115,23 +115,7 @@ def healthz(port: int) -> int | None:
 
 def test_it_serves_with_embedded_storage_and_stops_everything_on_ctrl_c(tmp_path):
     port, storage_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "CKAN_", "SQS_", "CF_", "AWS_"))}
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "dashboard.settings",
-            "DOTENV_PATH": os.devnull,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-            "DJANGO_DEBUG": "1",  # as `make run` sets it
-        }
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    env = serve_environ(tmp_path)
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--storage-port", str(storage_port)],

@@ -60,6 +60,25 @@ class Child:
             pass
 
 
+def gunicorn_command(bind: str, *, workers: int) -> list[str]:
+    """The web server as `serve` runs it: the project's gunicorn config, the access log on stdout."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "dashboard.wsgi:application",
+        "--config",
+        "python:dashboard.gunicorn_conf",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--no-control-socket",
+        "--access-logfile",
+        "-",
+    ]
+
+
 class Command(BaseCommand):
     help = "Run the web server, the qcluster workers and the event consumers together, restarting any that exits."
 
@@ -146,24 +165,7 @@ class Command(BaseCommand):
     def _children(self, env: dict[str, str], options: dict[str, Any]) -> list[Child]:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         children = [
-            Child(
-                "web",
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "dashboard.wsgi:application",
-                    "--config",
-                    "python:dashboard.gunicorn_conf",
-                    "--bind",
-                    options["bind"],
-                    "--workers",
-                    str(options["web_workers"]),
-                    "--no-control-socket",
-                    "--access-logfile",
-                    "-",
-                ],
-            ),
+            Child("web", gunicorn_command(options["bind"], workers=options["web_workers"])),
             Child("worker", [*manage, "run_qcluster"]),
         ]
         if env.get("SQS_QUEUE_URL"):
