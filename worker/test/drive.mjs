@@ -55,8 +55,15 @@ function onLine(text) {
   emit(line);
 }
 
+// Miniflare's own messages (retries, dead-lettering) go to stderr: stdout carries only JSON lines.
+class StderrLog extends Log {
+  log(message) {
+    process.stderr.write(`${message}\n`);
+  }
+}
+
 const mf = new Miniflare({
-  log: new Log(LogLevel.WARN),
+  log: new StderrLog(LogLevel.WARN),
   cf: false, // no fetch of Request.cf from workers.cloudflare.com
   handleRuntimeStdio(stdout, stderr) {
     createInterface({ input: stdout }).on("line", onLine);
