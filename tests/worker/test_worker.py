@@ -297,3 +297,23 @@ def test_a_wrong_secret_is_refused_nothing_is_recorded_and_the_message_is_kept(w
     assert not StorageEvent.objects.exists()
     upload.refresh_from_db()
     assert upload.state == UploadState.ISSUED
+
+
+def test_wrangler_builds_the_worker_with_its_queue_and_vars_and_no_secret_in_the_file(worker_node, tmp_path):
+    wrangler = WORKER_DIR / "node_modules" / ".bin" / "wrangler"
+    done = subprocess.run(
+        [str(wrangler), "deploy", "--dry-run", "--outdir", str(tmp_path / "dist")],
+        cwd=WORKER_DIR,
+        env={**child_environ(), "WRANGLER_SEND_METRICS": "false", "CI": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "DEAD_LETTER_QUEUE: ckan-upload-events-dlq" in output
+    assert 'RECONCILER_URL: "https://reconciler.example.org"' in output
+    assert (tmp_path / "dist" / "index.js").is_file()
+    config = (WORKER_DIR / "wrangler.toml").read_text()
+    assert 'dead_letter_queue = "ckan-upload-events-dlq"' in config
+    assert "EVENTS_WEBHOOK_SECRET =" not in config  # a secret binding (wrangler secret put), never a var
