@@ -34,6 +34,8 @@ def test_an_eventbridge_object_created_message_in_sqs_ends_linked(
     with qcluster(env, tmp_path / "qcluster.log"):
         assert_ckan_shows(ckan_world, issued["upload_id"], CSV)
 
-    [attempt] = LinkAttempt.objects.filter(upload_id=issued["upload_id"])
-    assert (attempt.trigger, attempt.outcome) == ("event", "linked")
+    # Linked once, by the event (a busy CKAN may have made an earlier attempt retry first).
+    attempts = list(LinkAttempt.objects.filter(upload_id=issued["upload_id"]).values_list("trigger", "outcome"))
+    assert attempts[0] == ("event", "linked"), attempts
+    assert [outcome for _, outcome in attempts].count("linked") == 1, attempts
     assert client.get(issued["status_url"]).json()["state"] == "linked"
