@@ -70,7 +70,7 @@ function readConfig(env) {
     secret: typeof env.EVENTS_WEBHOOK_SECRET === "string" ? env.EVENTS_WEBHOOK_SECRET : "",
     retryBase: number(env.RETRY_BASE_SECONDS, 30),
     retryMax: Math.min(number(env.RETRY_MAX_SECONDS, 3600), MAX_DELAY_SECONDS),
-    timeoutMs: number(env.REQUEST_TIMEOUT_SECONDS, 30) * 1000,
+    timeoutMs: (number(env.REQUEST_TIMEOUT_SECONDS, 30) || 30) * 1000,
     problem: "",
   };
   try {
