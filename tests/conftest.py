@@ -39,6 +39,34 @@ def ckan_site():
         pytest.skip(f"real CKAN unavailable: {exc}")
 
 
+@pytest.fixture(scope="session")
+def worker_node():
+    """``node`` with worker/'s npm packages installed from its lock file (``npm ci`` when missing).
+
+    Skipped, with the reason, when Node is absent; with REQUIRE_NODE=1 (CI) that is a failure.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    from tests.support.processes import ROOT
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        reason = "node and npm not found: the Worker tests run worker/ in workerd through Miniflare (npm)"
+        if os.environ.get("REQUIRE_NODE"):
+            pytest.fail(f"Node is required here (REQUIRE_NODE=1): {reason}")
+        pytest.skip(reason)
+    worker_dir = ROOT / "worker"
+    if not (worker_dir / "node_modules" / "miniflare").is_dir():
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=worker_dir, capture_output=True, text=True, timeout=900
+        )
+        if done.returncode != 0:
+            pytest.fail(f"npm ci in worker/ failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return node
+
+
 @pytest.fixture
 def ckan_world(ckan_site):
     """An org, a public dataset with a resource, and an editor, a viewer and an outsider."""

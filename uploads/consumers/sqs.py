@@ -1,4 +1,8 @@
-"""Pull S3 event notifications from SQS: receive, record and commit, then delete.
+"""Pull S3 events from SQS: receive, record and commit, then delete.
+
+Each message is read by its own shape (``uploads.events.sqs``): an S3 notification sent directly
+or by SNS with raw delivery, an SNS envelope, or an EventBridge event, so one queue may be fed by
+any of S3's routes, or by two of them while an operator moves from one to the other.
 
 boto3 is imported here rather than in ``uploads.storage``: storage wraps the bucket (S3 API, R2
 safe settings, STORAGE_* credentials), while this client talks to a different service with
@@ -19,7 +23,7 @@ from django.db import close_old_connections
 from uploads.consumers.backoff import Backoff
 from uploads.consumers.recording import Tally, record_message
 from uploads.consumers.signals import StoppableLoop
-from uploads.events import parse_json_bytes, parse_s3_body
+from uploads.events import parse_sqs_body
 from uploads.models import EventSource
 
 log = logging.getLogger(__name__)
@@ -88,9 +92,7 @@ class SqsConsumer(StoppableLoop):
         """Record one message; returns a tally with failed=1 when it could not be recorded."""
         body = message.get("Body", "")
         try:
-            return record_message(
-                source=EventSource.SQS, raw_body=body, parse=lambda: parse_s3_body(parse_json_bytes(body))
-            )
+            return record_message(source=EventSource.SQS, raw_body=body, parse=lambda: parse_sqs_body(body))
         except Exception:
             # Not deleted: SQS shows it again after the visibility timeout (and dead-letters it
             # after the queue's maxReceiveCount), so a database outage loses nothing.

@@ -1,7 +1,8 @@
-"""Pure parsing of R2 and S3 event payloads into one normalised ``ObjectEvent`` (no ORM, no settings).
+"""What every event parser shares: the normalised ``ObjectEvent``, ``EventParseError``, strict JSON
+and the field validators (pure: no ORM, no settings).
 
-Every function here either returns events or raises ``EventParseError`` with a message a person
-can act on; nothing else escapes, whatever JSON arrives.
+Every parser in this package either returns events or raises ``EventParseError`` with a message a
+person can act on; nothing else escapes, whatever JSON arrives.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import unquote_plus
 
 Action = Literal["created", "deleted"]
 
@@ -26,14 +26,6 @@ MAX_SEQUENCER_CHARS = 100
 MAX_SIZE = 2**63 - 1  # what the ledger's BigIntegerField holds
 MAX_EVENTS_PER_BODY = 1000
 MAX_NESTING = 64
-
-R2_ACTIONS: dict[str, Action] = {
-    "PutObject": "created",
-    "CopyObject": "created",
-    "CompleteMultipartUpload": "created",
-    "DeleteObject": "deleted",
-    "LifecycleDeletion": "deleted",
-}
 
 
 class EventParseError(ValueError):
@@ -210,109 +202,6 @@ def _bounded(items: list[Any], what: str) -> list[Any]:
     return items
 
 
-# --- S3 -----------------------------------------------------------------------------------
-
-
-def _s3_action(event_name: str) -> Action:
-    name = event_name.removeprefix("s3:")
-    if name.startswith("ObjectCreated:"):
-        return "created"
-    if name.startswith("ObjectRemoved:"):
-        return "deleted"
-    raise EventParseError(f"S3 event {event_name!r} is neither ObjectCreated:* nor ObjectRemoved:*")
-
-
-def _s3_record(record: Any, where: str) -> ObjectEvent:
-    record = _obj(record, where)
-    _check_storable(record, where)
-    event_name = _text(record.get("eventName"), f"{where}.eventName", limit=MAX_EVENT_NAME_CHARS)
-    action = _s3_action(event_name)
-    s3 = _obj(record.get("s3"), f"{where}.s3")
-    bucket = _obj(s3.get("bucket"), f"{where}.s3.bucket")
-    obj = _obj(s3.get("object"), f"{where}.s3.object")
-    raw_key = _text(obj.get("key"), f"{where}.s3.object.key", limit=4 * MAX_KEY_BYTES)
-    return ObjectEvent(
-        action=action,
-        event_name=event_name,
-        bucket=_text(bucket.get("name"), f"{where}.s3.bucket.name", limit=MAX_BUCKET_CHARS),
-        key=_s3_key(raw_key, f"{where}.s3.object.key"),
-        size=_size(obj.get("size"), f"{where}.s3.object.size"),
-        etag=_etag(obj.get("eTag"), f"{where}.s3.object.eTag"),
-        event_time=_time(record.get("eventTime"), f"{where}.eventTime"),
-        sequencer=_text(
-            obj.get("sequencer"), f"{where}.s3.object.sequencer", limit=MAX_SEQUENCER_CHARS, required=False
-        ),
-        payload=record,
-    )
-
-
-def _s3_key(raw_key: str, what: str) -> str:
-    # S3 URL-encodes keys quote_plus style: space is "+", "+" is "%2B".
-    try:
-        return _key(unquote_plus(raw_key, errors="strict"), what)
-    except UnicodeDecodeError:
-        raise EventParseError(f"{what} is not URL-encoded UTF-8") from None
-
-
-def parse_s3_body(data: Any) -> list[ObjectEvent]:
-    """Events in an S3 notification ``{"Records": [...]}`` (also wrapped by SNS); the test event gives []."""
-    data = _obj(data, "the S3 notification")
-    if data.get("Type") == "Notification" and isinstance(data.get("Message"), str):
-        return parse_s3_body(parse_json_bytes(data["Message"]))
-    if "Records" not in data:
-        if data.get("Event") == "s3:TestEvent":
-            return []
-        raise EventParseError("the S3 notification has no Records")
-    records = data["Records"]
-    if not isinstance(records, list):
-        raise EventParseError(f"Records must be a list, not {_kind(records)}")
-    return [_s3_record(record, f"Records[{i}]") for i, record in enumerate(_bounded(records, "Records"))]
-
-
-# --- R2 -----------------------------------------------------------------------------------
-
-
-def _r2_notification(data: Any, where: str) -> ObjectEvent:
-    data = _obj(data, where)
-    _check_storable(data, where)
-    action_name = _text(data.get("action"), f"{where}.action", limit=MAX_EVENT_NAME_CHARS)
-    action = R2_ACTIONS.get(action_name)
-    if action is None:
-        raise EventParseError(f"R2 action {action_name!r} is not one of {', '.join(R2_ACTIONS)}")
-    obj = _obj(data.get("object"), f"{where}.object")
-    return ObjectEvent(
-        action=action,
-        event_name=action_name,
-        bucket=_text(data.get("bucket"), f"{where}.bucket", limit=MAX_BUCKET_CHARS),
-        # R2 sends keys as they are (not URL-encoded).
-        key=_key(_text(obj.get("key"), f"{where}.object.key", limit=MAX_KEY_BYTES), f"{where}.object.key"),
-        size=_size(obj.get("size"), f"{where}.object.size"),
-        etag=_etag(obj.get("eTag"), f"{where}.object.eTag"),
-        event_time=_time(data.get("eventTime"), f"{where}.eventTime"),
-        sequencer="",
-        payload=data,
-    )
-
-
-def parse_r2_body(data: Any) -> list[ObjectEvent]:
-    """Events in an R2 notification, a list of them, or a Worker batch ``{"messages": [{"id", "body"}]}``."""
-    if isinstance(data, list):
-        return [_r2_notification(item, f"[{i}]") for i, item in enumerate(_bounded(data, "the list"))]
-    data = _obj(data, "the R2 notification")
-    if "messages" in data and "action" not in data:
-        messages = data["messages"]
-        if not isinstance(messages, list):
-            raise EventParseError(f"messages must be a list, not {_kind(messages)}")
-        events: list[ObjectEvent] = []
-        for i, message in enumerate(_bounded(messages, "messages")):
-            message = _obj(message, f"messages[{i}]")
-            if "body" not in message:
-                raise EventParseError(f"messages[{i}] has no body")
-            events.append(_r2_notification(_decode_body(message["body"], f"messages[{i}].body"), f"messages[{i}].body"))
-        return events
-    return [_r2_notification(data, "the R2 notification")]
-
-
 def _decode_body(body: Any, where: str) -> Any:
     """A queue message body: JSON already decoded, a JSON string, or base64 of JSON (tried in that order)."""
     if isinstance(body, dict | list):
@@ -335,14 +224,3 @@ def _decode_body(body: Any, where: str) -> Any:
         return parse_json_bytes(decoded)
     except EventParseError as exc:
         raise EventParseError(f"{where} is base64 but not of JSON: {exc}") from None
-
-
-def parse_r2_pulled_message(message: Any) -> list[ObjectEvent]:
-    """Events in one message pulled from a Cloudflare Queue (``{"id", "body", "lease_id", ...}``)."""
-    message = _obj(message, "the pulled message")
-    if "body" not in message:
-        raise EventParseError("the pulled message has no body")
-    metadata = message.get("metadata")
-    if isinstance(metadata, dict) and metadata.get("CF-Content-Type") == "v8":
-        raise EventParseError("the message body is of type v8, which only a Worker can read")
-    return parse_r2_body(_decode_body(message["body"], "the message body"))
