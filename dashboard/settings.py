@@ -149,6 +149,14 @@ STORAGE_OBJECT_ACLS = env_bool("STORAGE_OBJECT_ACLS", False)
 # opt-in that private datasets' files are readable by anyone who has their bucket URL.
 PRIVATE_DATASET_UPLOADS = env_str("PRIVATE_DATASET_UPLOADS", "refuse").lower()
 
+# --- Link style (docs/link-styles.md) -------------------------------------------------------
+# "public": the service's own keys, linked with the public bucket URL. "s3filestore": the keys
+# and links of ckanext-s3filestore, so CKAN's download route serves the file after its
+# permission check (private datasets' files are then allowed: they are stored private).
+LINK_STYLE = env_str("LINK_STYLE", "public").lower()
+# ckanext.s3filestore.aws_storage_path of the CKAN site ("" when it sets none).
+S3FILESTORE_STORAGE_PATH = env_str("S3FILESTORE_STORAGE_PATH", "").strip("/")
+
 # --- Large files (multipart) --------------------------------------------------------------
 _MIB = 1024**2
 # Above this declared size (or when the client asks) an upload is multipart.

@@ -110,6 +110,13 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
                 id="uploads.E010",
             )
         )
+    if settings.LINK_STYLE not in {"public", "s3filestore"}:
+        problems.append(
+            Error(
+                f"LINK_STYLE={settings.LINK_STYLE!r} must be 'public' or 's3filestore' (see docs/link-styles.md).",
+                id="uploads.E012",
+            )
+        )
     if settings.STORAGE_OBJECT_ACLS and "r2.cloudflarestorage.com" in settings.STORAGE_ENDPOINT_URL:
         problems.append(
             Error(

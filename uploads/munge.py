@@ -52,9 +52,7 @@ _DASHES = re.compile(r"-+")
 
 def substitute_ascii_equivalents(text: str) -> str:
     """Latin-1 letters to their ASCII look-alikes; other non-ASCII characters dropped (as CKAN)."""
-    return "".join(
-        _ASCII_EQUIVALENTS.get(ord(char), "") if ord(char) >= 0x80 else char for char in text
-    )
+    return "".join(_ASCII_EQUIVALENTS.get(ord(char), "") if ord(char) >= 0x80 else char for char in text)
 
 
 def _to_length(text: str, min_length: int, max_length: int) -> str:
@@ -73,7 +71,5 @@ def munge_filename(filename: str) -> str:
     name = _DASHES.sub("-", name)
     stem, ext = posixpath.splitext(name)
     ext = ext[:MAX_FILENAME_EXTENSION_LENGTH]
-    stem = _to_length(
-        stem, max(1, MIN_FILENAME_TOTAL_LENGTH - len(ext)), MAX_FILENAME_TOTAL_LENGTH - len(ext)
-    )
+    stem = _to_length(stem, max(1, MIN_FILENAME_TOTAL_LENGTH - len(ext)), MAX_FILENAME_TOTAL_LENGTH - len(ext))
     return stem + ext

@@ -34,7 +34,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from uploads import ckan, content_policy, storage
+from uploads import ckan, content_policy, layout, storage
 from uploads.models import LinkAttempt, LinkOutcome, LinkTrigger, Upload, UploadState
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,13 @@ def object_hash(upload: Upload, info: storage.ObjectInfo) -> str:
 
 
 def ckan_fields(upload: Upload, info: storage.ObjectInfo) -> dict[str, Any]:
-    """What ``resource_patch`` receives; never ``url_type`` (CKAN would rewrite the URL)."""
+    """What ``resource_patch`` receives.
+
+    The public style never sends ``url_type`` (CKAN would show its download route instead of the
+    URL); the s3filestore style sends ``url_type: upload`` and the file name, as the extension does.
+    """
     content_type = info.content_type or upload.content_type
-    fields: dict[str, Any] = {"url": storage.public_url(upload.key), "size": info.size, "mimetype": content_type}
+    fields: dict[str, Any] = {**layout.link_fields(upload.key), "size": info.size, "mimetype": content_type}
     fmt = resource_format(content_type, upload.filename)
     if fmt:
         fields["format"] = fmt
@@ -237,7 +241,7 @@ def _decide_and_patch(
         Upload.objects.filter(pk=upload.pk).update(
             state=UploadState.LINKED,
             linked_at=now,
-            linked_url=storage.public_url(upload.key),
+            linked_url=layout.linked_url(upload.key, package_id=upload.package_id, resource_id=upload.resource_id),
             last_error="",
             next_attempt_at=None,
             claim_token=None,
