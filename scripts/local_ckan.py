@@ -233,7 +233,9 @@ def s3filestore_ini_values(endpoint: str, bucket: str) -> dict[str, str]:
     key_id = os.environ.get("CKAN_LOCAL_S3FILESTORE_ACCESS_KEY_ID", "")
     secret = os.environ.get("CKAN_LOCAL_S3FILESTORE_SECRET_ACCESS_KEY", "")
     if not key_id or not secret:
-        raise Fail("--s3filestore needs CKAN_LOCAL_S3FILESTORE_ACCESS_KEY_ID and CKAN_LOCAL_S3FILESTORE_SECRET_ACCESS_KEY")
+        raise Fail(
+            "--s3filestore needs CKAN_LOCAL_S3FILESTORE_ACCESS_KEY_ID and CKAN_LOCAL_S3FILESTORE_SECRET_ACCESS_KEY"
+        )
     if not endpoint.startswith(("http://", "https://")):
         raise Fail("--s3filestore ENDPOINT must be an http(s) URL, got %r" % endpoint)
     return {

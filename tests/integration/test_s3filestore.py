@@ -38,7 +38,9 @@ def s3filestore_site(moto_server):
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
     try:
-        site, config = ensure_s3filestore_ckan(moto_server.endpoint, BUCKET, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+        site, config = ensure_s3filestore_ckan(
+            moto_server.endpoint, BUCKET, access_key=ACCESS_KEY, secret_key=SECRET_KEY
+        )
     except CkanUnavailable as exc:
         if os.environ.get("REQUIRE_POSTGRES"):
             pytest.fail(f"a real CKAN is required here but could not start: {exc}")
@@ -151,7 +153,7 @@ def test_a_file_from_the_service_downloads_through_ckan_like_one_from_ckans_form
 
 
 def test_a_second_upload_of_the_same_name_gets_its_own_key_and_the_link(s3filestore_site):
-    site, config, s3 = s3filestore_site
+    site, config, _s3 = s3filestore_site
     world = make_world(site, "s3fs2")
     first = upload_through_the_service(world)
     second = upload_through_the_service(world)
