@@ -72,6 +72,7 @@ REQS = os.path.join(SCRIPTS, "ckan-requirements.txt")
 S3FS_REQS = os.path.join(SCRIPTS, "ckan-s3filestore-requirements.txt")
 S3FS_STAMP = os.path.join(CKAN_DIR, "s3filestore-install.stamp")
 S3FS_NAME = "s3filestore"
+FILES_STORAGE = "uploads"  # the CKAN 2.12 file storage's name in the s3filestore instance
 # Where this run's instance keeps its files: .ckan for the default one (rebound by use_instance).
 INSTANCE = ""
 INSTANCE_DIR = CKAN_DIR
@@ -239,7 +240,7 @@ def s3filestore_ini_values(endpoint: str, bucket: str) -> dict[str, str]:
     if not endpoint.startswith(("http://", "https://")):
         raise Fail("--s3filestore ENDPOINT must be an http(s) URL, got %r" % endpoint)
     return {
-        "ckan.plugins": "s3filestore",
+        "ckan.plugins": "s3filestore file_keeper_cloud",
         # A site id of its own: CKAN's Redis keys (job queues) stay apart from the default instance's.
         "ckan.site_id": "local_s3filestore",
         "ckanext.s3filestore.aws_bucket_name": bucket,
@@ -254,6 +255,15 @@ def s3filestore_ini_values(endpoint: str, bucket: str) -> dict[str, str]:
         "ckanext.s3filestore.acl.async_update": "false",
         # CKAN must start even while the S3 endpoint is down (a test starts its own moto).
         "ckanext.s3filestore.check_access_on_startup": "false",
+        # A CKAN 2.12 file storage on the same bucket (ckanext-file-keeper-cloud's ckan:s3), for files the
+        # upload service registers with file_register (its LINK_STYLE=ckan_files).
+        "ckan.files.storage.%s.type" % FILES_STORAGE: "ckan:s3",
+        "ckan.files.storage.%s.bucket" % FILES_STORAGE: bucket,
+        "ckan.files.storage.%s.path" % FILES_STORAGE: os.environ.get("CKAN_LOCAL_FILES_STORAGE_PATH", "ckan-files"),
+        "ckan.files.storage.%s.key" % FILES_STORAGE: key_id,
+        "ckan.files.storage.%s.secret" % FILES_STORAGE: secret,
+        "ckan.files.storage.%s.region" % FILES_STORAGE: os.environ.get("CKAN_LOCAL_S3FILESTORE_REGION") or "us-east-1",
+        "ckan.files.storage.%s.endpoint" % FILES_STORAGE: endpoint.rstrip("/"),
     }
 
 
