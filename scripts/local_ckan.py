@@ -864,6 +864,10 @@ def cmd_up(args) -> int:
                 "storage_path": values["ckanext.s3filestore.aws_storage_path"],
                 "region": values["ckanext.s3filestore.region_name"],
             }
+            state["files_storage"] = {
+                "name": FILES_STORAGE,
+                "path": values["ckan.files.storage.%s.path" % FILES_STORAGE],
+            }
         write_private(STATE, json.dumps(state, indent=2) + "\n")
         if args.write_env:
             upsert_env(args.write_env, {"CKAN_URL": s.url, "CKAN_API_TOKEN": state["token"]})

@@ -1,6 +1,6 @@
 """Where an upload's object lives in the bucket, and how it is linked to its CKAN resource.
 
-Two link styles (``LINK_STYLE``, docs/link-styles.md):
+Three link styles (``LINK_STYLE``, docs/link-styles.md):
 
 - ``public``: the service's own layout ``{STORAGE_KEY_PREFIX}{resource id}/{upload id}/{name}``,
   linked with the plain bucket URL ``STORAGE_PUBLIC_BASE_URL`` + key.
@@ -8,6 +8,10 @@ Two link styles (``LINK_STYLE``, docs/link-styles.md):
   ``{S3FILESTORE_STORAGE_PATH}/resources/{resource id}/{munged name}``, linked as that extension
   links a file uploaded through CKAN's form (``url_type: upload``, the munged name as ``url``),
   so CKAN's download route serves it after CKAN's permission check, through a signed redirect.
+- ``ckan_files``: CKAN 2.12's file storages: ``{CKAN_FILES_STORAGE_PATH}/{resource id}/{upload
+  id}/{name}`` inside the bucket of the CKAN storage ``CKAN_FILES_STORAGE``, registered with
+  ``file_register``, owned by the resource (``file_ownership_transfer``), and linked with CKAN's
+  ``/file/download/<file id>``, which checks the reader's right to see the resource.
 
 Every upload has its own key in both styles (the ledger matches events and listings by key). In
 the s3filestore layout the key carries no upload id: a second upload of the same file name for
@@ -30,7 +34,8 @@ from uploads.validation import MAX_KEY_BYTES, InvalidInput, build_key, parse_key
 
 PUBLIC = "public"
 S3FILESTORE = "s3filestore"
-LINK_STYLES = (PUBLIC, S3FILESTORE)
+CKAN_FILES = "ckan_files"
+LINK_STYLES = (PUBLIC, S3FILESTORE, CKAN_FILES)
 
 
 def style() -> str:
@@ -41,6 +46,16 @@ def is_s3filestore() -> bool:
     return settings.LINK_STYLE == S3FILESTORE
 
 
+def is_ckan_files() -> bool:
+    return settings.LINK_STYLE == CKAN_FILES
+
+
+def ckan_files_prefix() -> str:
+    """The CKAN storage's ``path`` in the bucket, as a key prefix."""
+    path = settings.CKAN_FILES_STORAGE_PATH.strip("/")
+    return path + "/" if path else ""
+
+
 def s3filestore_prefix() -> str:
     """``<storage path>/resources/``, joined as the extension joins it (os.path.join)."""
     return posixpath.join(settings.S3FILESTORE_STORAGE_PATH, "resources") + "/"
@@ -48,7 +63,17 @@ def s3filestore_prefix() -> str:
 
 def listing_prefix() -> str:
     """The part of the bucket this service writes to (what reconcile lists)."""
-    return s3filestore_prefix() if is_s3filestore() else settings.STORAGE_KEY_PREFIX
+    if is_s3filestore():
+        return s3filestore_prefix()
+    if is_ckan_files():
+        return ckan_files_prefix()
+    return settings.STORAGE_KEY_PREFIX
+
+
+def storage_location(key: str) -> str:
+    """Where a CKAN file storage finds the object at ``key``: the key without the storage's path."""
+    prefix = ckan_files_prefix()
+    return key[len(prefix) :] if key.startswith(prefix) else key
 
 
 def _s3filestore_key(resource_id: str, name: str) -> str:
@@ -65,7 +90,7 @@ def _with_suffix(name: str, upload_id: uuid.UUID) -> str:
 def build_upload_key(resource_id: str, upload_id: uuid.UUID, filename: str, *, key_taken: Callable[[str], bool]) -> str:
     """The object key of a new upload; ``key_taken`` tells whether the ledger has a key already."""
     if not is_s3filestore():
-        return build_key(settings.STORAGE_KEY_PREFIX, resource_id, upload_id, filename)
+        return build_key(listing_prefix(), resource_id, upload_id, filename)
     key = _s3filestore_key(resource_id, munge_filename(filename))
     if key_taken(key):
         key = _s3filestore_key(resource_id, _with_suffix(munge_filename(filename), upload_id))
@@ -84,7 +109,7 @@ def upload_ids_by_key(keys: Iterable[str]) -> dict[str, uuid.UUID]:
     if not is_s3filestore():
         ids: dict[str, uuid.UUID] = {}
         for key in keys:
-            parsed = parse_key(settings.STORAGE_KEY_PREFIX, key)
+            parsed = parse_key(listing_prefix(), key)
             if parsed is not None:
                 ids[key] = parsed[1]
         return ids
@@ -100,8 +125,15 @@ def object_name(key: str) -> str:
     return posixpath.basename(key)
 
 
-def link_fields(key: str) -> dict[str, Any]:
+def ckan_file_url(file_id: str) -> str:
+    """CKAN 2.12's download route of a registered file (it checks the reader's access)."""
+    return f"{settings.CKAN_URL.rstrip('/')}/file/download/{file_id}"
+
+
+def link_fields(key: str, *, file_id: str = "") -> dict[str, Any]:
     """The ``url`` (and ``url_type``) fields that link the object at ``key`` to its resource."""
+    if is_ckan_files():
+        return {"url": ckan_file_url(file_id)}
     if is_s3filestore():
         # CKAN keeps the bare name for url_type "upload" and shows its download route instead;
         # ckanext-s3filestore finds the object again at resources/<id>/<munged basename(url)>.
@@ -109,8 +141,10 @@ def link_fields(key: str) -> dict[str, Any]:
     return {"url": storage.public_url(key)}
 
 
-def linked_url(key: str, *, package_id: str, resource_id: str) -> str:
+def linked_url(key: str, *, package_id: str, resource_id: str, file_id: str = "") -> str:
     """The URL a reader follows to the file: the bucket's, or CKAN's download route."""
+    if is_ckan_files():
+        return ckan_file_url(file_id)
     if is_s3filestore():
         base = settings.CKAN_URL.rstrip("/")
         return f"{base}/dataset/{package_id}/resource/{resource_id}/download/{object_name(key)}"

@@ -243,8 +243,9 @@ def ensure_s3filestore_ckan(endpoint: str, bucket: str, *, access_key: str, secr
 
     ``scripts/local_ckan.py up --s3filestore`` runs it in .ckan/s3filestore (its own port,
     database and Solr stand-in; the same .ckan/venv with the plugin installed), so the default
-    CKAN the other tests use is not touched. Returns the site and its state's ``s3filestore``
-    part (endpoint, bucket, storage_path). Raises CkanUnavailable without PostgreSQL.
+    CKAN the other tests use is not touched. The instance also has a CKAN 2.12 file storage on
+    the bucket. Returns the site and its config: endpoint, bucket, storage_path (the plugin's)
+    and files_storage ({name, path}). Raises CkanUnavailable without PostgreSQL.
     """
     with _lock:
         cached = _s3filestore_cache.get((endpoint, bucket))
@@ -262,7 +263,8 @@ def ensure_s3filestore_ckan(endpoint: str, bucket: str, *, access_key: str, secr
             _s3filestore_cache[(endpoint, bucket)] = cached
         if isinstance(cached, BaseException):
             raise cached
-        return cached, json.loads(S3FILESTORE_STATE_FILE.read_text())["s3filestore"]
+        state = json.loads(S3FILESTORE_STATE_FILE.read_text())
+        return cached, {**state["s3filestore"], "files_storage": state["files_storage"]}
 
 
 def _run_up(args: list[str], extra_env: dict[str, str]) -> None:

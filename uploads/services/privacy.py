@@ -5,7 +5,9 @@ has it downloads the file, without CKAN's permission check. So a file may have s
 only when its dataset is public, unless the operator has opted in with
 ``PRIVATE_DATASET_UPLOADS=public``. In the s3filestore link style (``LINK_STYLE``) every
 download goes through CKAN's download route, which checks the reader's rights and redirects to
-a short-lived signed URL: a private dataset's file is stored private and allowed. See
+a short-lived signed URL, and in the ckan_files style CKAN's ``/file/download/<id>`` serves
+every file after checking that the reader may see its resource: a private dataset's file is
+stored private and allowed. See
 docs/privacy.md and docs/link-styles.md.
 """
 
@@ -44,12 +46,15 @@ def is_private(package: dict[str, Any]) -> bool:
 
 
 def served_through_ckan() -> bool:
-    """Whether readers reach the files through CKAN's download route (the s3filestore link style)."""
-    return settings.LINK_STYLE == "s3filestore"
+    """Whether readers reach the files through CKAN's download routes (s3filestore, ckan_files)."""
+    return settings.LINK_STYLE in ("s3filestore", "ckan_files")
 
 
 def may_be_public(dataset_private: bool) -> bool:
     """Whether a file of a dataset with that privacy may be readable by anyone with its bucket URL."""
+    if settings.LINK_STYLE == "ckan_files":
+        # CKAN's file route reads the object itself: no reader ever needs the bucket's URL.
+        return False
     if served_through_ckan():
         # As ckanext-s3filestore's `acl = auto`: public-read exactly when the dataset is public.
         return not dataset_private

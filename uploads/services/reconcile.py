@@ -486,7 +486,7 @@ class Reconciler:
                 return None
             # No per-object ACLs: the public base URL serves every object of the bucket.
             return True
-        if not dataset_private and not upload.dataset_private:
+        if not dataset_private and not upload.dataset_private and privacy.may_be_public(False):
             # Issued public-read for a public dataset and never changed since: no need to ask.
             return True
         # Where a wrong belief would leak a file (or break a link), ask the bucket: only files of
