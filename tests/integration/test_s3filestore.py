@@ -10,7 +10,9 @@ started here, so the default CKAN the other tests use keeps running without the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -255,3 +257,43 @@ def test_ckan_files_a_relink_finds_the_registered_file_again(ckan_files_site):
     url = site.resource_show(world.resource["id"])["url"]
     assert link.link_upload(upload_id=ours.id, trigger="replay", force=True) == "linked"
     assert site.resource_show(world.resource["id"])["url"] == url
+
+
+def test_a_multipart_upload_through_the_api_for_a_private_dataset_lands_and_serves_like_the_rest(
+    client, s3filestore_site, moto_server
+):
+    site, config, _s3 = s3filestore_site
+    world = make_world(site, "s3fsmp", private=True)
+    mib = 1024**2
+    data = (b"station,temp\n" * (6 * mib // 13 + 1))[: 6 * mib + 77]
+    body = {"resource_id": world.resource["id"], "filename": "Big File.csv", "content_type": "text/csv"}
+    with override_settings(MULTIPART_PART_SIZE=5 * mib):
+        answer = client.post(
+            "/api/v1/uploads",
+            data=json.dumps({**body, "size": len(data), "multipart": True}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=world.editor.token,
+        )
+    assert answer.status_code == 201, answer.content  # a private dataset: no 409 in this style
+    issued = answer.json()
+    assert issued["key"] == f"{config['storage_path']}/resources/{world.resource['id']}/big-file.csv"
+    parts = []
+    for part in issued["parts"]:
+        start = (part["part_number"] - 1) * issued["part_size"]
+        put = requests.put(part["url"], data=data[start : start + issued["part_size"]], headers=part["headers"])
+        assert put.status_code == 200, put.text
+        parts.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
+    done = client.post(
+        issued["complete_url"],
+        data=json.dumps({"parts": parts}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=world.editor.token,
+    )
+    assert done.status_code == 202, done.content
+    assert link.link_upload(upload_id=uuid.UUID(issued["upload_id"]), trigger="complete") == "linked"
+    res = site.resource_show(world.resource["id"])
+    assert res["url_type"] == "upload" and res["url"].endswith("/download/big-file.csv")
+    first, final = download(res["url"], world.editor.token)
+    assert first.status_code == 302 and final is not None and final.content == data
+    assert download(res["url"], None)[0].status_code in (401, 403, 404)
+    assert requests.get(f"{moto_server.endpoint}/{BUCKET}/{issued['key']}", timeout=10).status_code == 403
