@@ -45,6 +45,7 @@ ckan:
 
 ckan-down:
 	$(PYTHON) scripts/local_ckan.py down
+	$(PYTHON) scripts/local_ckan.py down --s3filestore
 
 bench: $(VENV)/.dev
 	$(PY) bench/run_all.py

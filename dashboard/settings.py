@@ -149,6 +149,19 @@ STORAGE_OBJECT_ACLS = env_bool("STORAGE_OBJECT_ACLS", False)
 # opt-in that private datasets' files are readable by anyone who has their bucket URL.
 PRIVATE_DATASET_UPLOADS = env_str("PRIVATE_DATASET_UPLOADS", "refuse").lower()
 
+# --- Link style (docs/link-styles.md) -------------------------------------------------------
+# "public": the service's own keys, linked with the public bucket URL. "s3filestore": the keys
+# and links of ckanext-s3filestore, so CKAN's download route serves the file after its
+# permission check (private datasets' files are then allowed: they are stored private).
+# "ckan_files": registered in a CKAN 2.12 file storage and served by CKAN's /file/download/<id>.
+LINK_STYLE = env_str("LINK_STYLE", "public").lower()
+# ckanext.s3filestore.aws_storage_path of the CKAN site ("" when it sets none).
+S3FILESTORE_STORAGE_PATH = env_str("S3FILESTORE_STORAGE_PATH", "").strip("/")
+# "ckan_files": the CKAN 2.12 file storage (ckan.files.storage.<name>) on STORAGE_BUCKET that
+# registers the files, and its `path` option (the key prefix of its objects).
+CKAN_FILES_STORAGE = env_str("CKAN_FILES_STORAGE", "")
+CKAN_FILES_STORAGE_PATH = env_str("CKAN_FILES_STORAGE_PATH", "").strip("/")
+
 # --- Large files (multipart) --------------------------------------------------------------
 _MIB = 1024**2
 # Above this declared size (or when the client asks) an upload is multipart.

@@ -9,6 +9,11 @@ virtualenv.  Everything it creates lives under ``<repo>/.ckan/``.
     python3 scripts/local_ckan.py status           # exit 0 when healthy
     python3 scripts/local_ckan.py down
 
+    # A second, separate CKAN with ckanext-s3filestore pointed at an S3 endpoint (moto in tests):
+    python3 scripts/local_ckan.py up --s3filestore http://127.0.0.1:9000 my-bucket
+    python3 scripts/local_ckan.py status --s3filestore
+    python3 scripts/local_ckan.py down --s3filestore
+
 ``up`` is idempotent and serialised with a file lock.  It needs PostgreSQL
 (exit code 3 when unreachable); Solr is replaced by ``scripts/solr_stub.py``.
 After ``up``, ``.ckan/state.json`` holds ``{"url", "sysadmin", "token"}``.
@@ -19,6 +24,19 @@ Environment:
   CKAN_LOCAL_SOLR_PORT  8983   (the Solr stand-in, bound to 127.0.0.1)
   CKAN_LOCAL_REDIS_URL  redis://127.0.0.1:6379/15  (optional for CKAN)
   CKAN_LOCAL_WORKERS    2      (gunicorn workers)
+
+The s3filestore instance lives in .ckan/s3filestore/ (its own ckan.ini, state.json, pid files,
+storage and lock), shares .ckan/venv (scripts/ckan-s3filestore-requirements.txt installed on top;
+the default instance loads no plugin, so that changes nothing for it), and has its own database,
+port and Solr stand-in, so both instances run side by side:
+  CKAN_LOCAL_S3FILESTORE_PORT       CKAN_LOCAL_PORT + 1       (5001)
+  CKAN_LOCAL_S3FILESTORE_SOLR_PORT  CKAN_LOCAL_SOLR_PORT + 1  (8984)
+  CKAN_LOCAL_S3FILESTORE_DB_URL     CKAN_LOCAL_DB_URL's database + "_s3filestore"
+  CKAN_LOCAL_S3FILESTORE_ACCESS_KEY_ID, CKAN_LOCAL_S3FILESTORE_SECRET_ACCESS_KEY  (required)
+  CKAN_LOCAL_S3FILESTORE_REGION     us-east-1
+  CKAN_LOCAL_S3FILESTORE_STORAGE_PATH  ckan   (ckanext.s3filestore.aws_storage_path)
+The plugin runs with `acl = auto` (private datasets' files private, public ones public-read) and
+inline ACL updates (no job worker runs here).
 """
 
 from __future__ import annotations
@@ -51,6 +69,14 @@ VENV_PY = os.path.join(VENV, "bin", "python")
 VENV_CKAN = os.path.join(VENV, "bin", "ckan")
 VENV_GUNICORN = os.path.join(VENV, "bin", "gunicorn")
 REQS = os.path.join(SCRIPTS, "ckan-requirements.txt")
+S3FS_REQS = os.path.join(SCRIPTS, "ckan-s3filestore-requirements.txt")
+S3FS_STAMP = os.path.join(CKAN_DIR, "s3filestore-install.stamp")
+S3FS_NAME = "s3filestore"
+FILES_STORAGE = "uploads"  # the CKAN 2.12 file storage's name in the s3filestore instance
+# Where this run's instance keeps its files: .ckan for the default one (rebound by use_instance).
+INSTANCE = ""
+INSTANCE_DIR = CKAN_DIR
+BASE_LOCK = os.path.join(CKAN_DIR, "lock")
 STUB_SCRIPT = os.path.join(SCRIPTS, "solr_stub.py")
 STAMP = os.path.join(CKAN_DIR, "install.stamp")
 INI = os.path.join(CKAN_DIR, "ckan.ini")
@@ -134,10 +160,34 @@ class Fail(Exception):
         self.code = code
 
 
+def use_instance(name: str) -> None:
+    """Point the per-instance paths at .ckan/<name>/ (the venv and its install stamp stay shared)."""
+    global INSTANCE, INSTANCE_DIR, INI, WSGI, STATE, LOCK, STORAGE
+    global GUNICORN_PID, GUNICORN_LOG, STUB_PID, STUB_LOG, CLI_LOG
+    INSTANCE = name
+    INSTANCE_DIR = os.path.join(CKAN_DIR, name)
+    INI = os.path.join(INSTANCE_DIR, "ckan.ini")
+    WSGI = os.path.join(INSTANCE_DIR, "wsgi.py")
+    STATE = os.path.join(INSTANCE_DIR, "state.json")
+    LOCK = os.path.join(INSTANCE_DIR, "lock")
+    STORAGE = os.path.join(INSTANCE_DIR, "storage")
+    GUNICORN_PID = os.path.join(INSTANCE_DIR, "gunicorn.pid")
+    GUNICORN_LOG = os.path.join(INSTANCE_DIR, "gunicorn.log")
+    STUB_PID = os.path.join(INSTANCE_DIR, "solr_stub.pid")
+    STUB_LOG = os.path.join(INSTANCE_DIR, "solr_stub.log")
+    CLI_LOG = os.path.join(INSTANCE_DIR, "ckan-cli.log")
+
+
 # --------------------------------------------------------------------- config
 class Settings:
-    def __init__(self) -> None:
+    def __init__(self, s3filestore: tuple[str, str] | None = None) -> None:
+        s3fs = INSTANCE == S3FS_NAME
         raw = os.environ.get("CKAN_LOCAL_DB_URL") or "postgresql://postgres@127.0.0.1:5432/ckan_local"
+        if s3fs and os.environ.get("CKAN_LOCAL_S3FILESTORE_DB_URL"):
+            raw = os.environ["CKAN_LOCAL_S3FILESTORE_DB_URL"]
+        elif s3fs:
+            split = urllib.parse.urlsplit(raw)
+            raw = urllib.parse.urlunsplit(split._replace(path=split.path.rstrip("/") + "_s3filestore"))
         if raw.startswith("postgres://"):
             raw = "postgresql://" + raw[len("postgres://") :]
         parts = urllib.parse.urlsplit(raw)
@@ -156,13 +206,17 @@ class Settings:
         self.db_display = "postgresql://%s%s" % (shown, parts.path)
         self.port = int(os.environ.get("CKAN_LOCAL_PORT") or 5000)
         self.solr_port = int(os.environ.get("CKAN_LOCAL_SOLR_PORT") or 8983)
+        if s3fs:
+            self.port = int(os.environ.get("CKAN_LOCAL_S3FILESTORE_PORT") or self.port + 1)
+            self.solr_port = int(os.environ.get("CKAN_LOCAL_S3FILESTORE_SOLR_PORT") or self.solr_port + 1)
+        self.s3filestore = s3filestore
         self.redis_url = os.environ.get("CKAN_LOCAL_REDIS_URL") or "redis://127.0.0.1:6379/15"
         self.workers = int(os.environ.get("CKAN_LOCAL_WORKERS") or 2)
         self.url = "http://127.0.0.1:%d" % self.port
         self.solr_url = "http://127.0.0.1:%d/solr/ckan" % self.solr_port
 
     def ini_values(self) -> dict[str, str]:
-        return {
+        values = {
             "sqlalchemy.url": self.db_url,
             "ckan.site_url": self.url,
             "solr_url": self.solr_url,
@@ -170,6 +224,47 @@ class Settings:
             "ckan.plugins": "",
             "ckan.redis.url": self.redis_url,
         }
+        if self.s3filestore is not None:
+            values.update(s3filestore_ini_values(*self.s3filestore))
+        return values
+
+
+def s3filestore_ini_values(endpoint: str, bucket: str) -> dict[str, str]:
+    """ckanext-s3filestore's options (its README), pointed at ``endpoint``/``bucket``."""
+    key_id = os.environ.get("CKAN_LOCAL_S3FILESTORE_ACCESS_KEY_ID", "")
+    secret = os.environ.get("CKAN_LOCAL_S3FILESTORE_SECRET_ACCESS_KEY", "")
+    if not key_id or not secret:
+        raise Fail(
+            "--s3filestore needs CKAN_LOCAL_S3FILESTORE_ACCESS_KEY_ID and CKAN_LOCAL_S3FILESTORE_SECRET_ACCESS_KEY"
+        )
+    if not endpoint.startswith(("http://", "https://")):
+        raise Fail("--s3filestore ENDPOINT must be an http(s) URL, got %r" % endpoint)
+    return {
+        "ckan.plugins": "s3filestore file_keeper_cloud",
+        # A site id of its own: CKAN's Redis keys (job queues) stay apart from the default instance's.
+        "ckan.site_id": "local_s3filestore",
+        "ckanext.s3filestore.aws_bucket_name": bucket,
+        "ckanext.s3filestore.region_name": os.environ.get("CKAN_LOCAL_S3FILESTORE_REGION") or "us-east-1",
+        "ckanext.s3filestore.signature_version": "s3v4",
+        "ckanext.s3filestore.aws_access_key_id": key_id,
+        "ckanext.s3filestore.aws_secret_access_key": secret,
+        "ckanext.s3filestore.host_name": endpoint.rstrip("/"),
+        "ckanext.s3filestore.addressing_style": "path",
+        "ckanext.s3filestore.aws_storage_path": os.environ.get("CKAN_LOCAL_S3FILESTORE_STORAGE_PATH", "ckan"),
+        "ckanext.s3filestore.acl": "auto",
+        "ckanext.s3filestore.acl.async_update": "false",
+        # CKAN must start even while the S3 endpoint is down (a test starts its own moto).
+        "ckanext.s3filestore.check_access_on_startup": "false",
+        # A CKAN 2.12 file storage on the same bucket (ckanext-file-keeper-cloud's ckan:s3), for files the
+        # upload service registers with file_register (its LINK_STYLE=ckan_files).
+        "ckan.files.storage.%s.type" % FILES_STORAGE: "ckan:s3",
+        "ckan.files.storage.%s.bucket" % FILES_STORAGE: bucket,
+        "ckan.files.storage.%s.path" % FILES_STORAGE: os.environ.get("CKAN_LOCAL_FILES_STORAGE_PATH", "ckan-files"),
+        "ckan.files.storage.%s.key" % FILES_STORAGE: key_id,
+        "ckan.files.storage.%s.secret" % FILES_STORAGE: secret,
+        "ckan.files.storage.%s.region" % FILES_STORAGE: os.environ.get("CKAN_LOCAL_S3FILESTORE_REGION") or "us-east-1",
+        "ckan.files.storage.%s.endpoint" % FILES_STORAGE: endpoint.rstrip("/"),
+    }
 
 
 # -------------------------------------------------------------------- helpers
@@ -312,16 +407,19 @@ def is_ours(pid: int | None, kind: str) -> bool:
 
 
 def mentions_ckan_dir(cmd: str) -> bool:
-    """True if a path in the command line lies in .ckan/, also when reached through a symlink
-    (a git worktree sharing this CKAN, say): our processes are told by their paths."""
-    real = os.path.realpath(CKAN_DIR)
-    for token in cmd.split():
-        if not token.startswith("/"):
-            continue
-        path = os.path.realpath(token)
-        if path == real or path.startswith(real + os.sep):
-            return True
-    return False
+    """True if a path in the command line lies in this instance's directory, also when reached
+    through a symlink (a git worktree sharing this CKAN, say): our processes are told by their
+    paths. The default instance's are those under .ckan/ with no path under .ckan/s3filestore/."""
+
+    def under(path: str, root: str) -> bool:
+        return path == root or path.startswith(root + os.sep)
+
+    real = os.path.realpath(INSTANCE_DIR)
+    other = os.path.realpath(os.path.join(CKAN_DIR, S3FS_NAME))
+    paths = [os.path.realpath(token) for token in cmd.split() if token.startswith("/")]
+    if INSTANCE:
+        return any(under(p, real) for p in paths)
+    return any(under(p, real) for p in paths) and not any(under(p, other) for p in paths)
 
 
 def find_orphan(kind: str) -> int | None:
@@ -401,9 +499,10 @@ def read_state() -> dict:
 
 
 @contextlib.contextmanager
-def locked():
-    os.makedirs(CKAN_DIR, exist_ok=True)
-    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+def locked(path: str | None = None):
+    path = path or LOCK
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -421,6 +520,41 @@ def requirements_hash() -> str:
         data = fh.read()
     tag = "py%d.%d" % sys.version_info[:2]
     return hashlib.sha256(data + tag.encode()).hexdigest()
+
+
+def s3filestore_hash() -> str:
+    with open(S3FS_REQS, "rb") as fh:
+        return hashlib.sha256(fh.read() + requirements_hash().encode()).hexdigest()
+
+
+def s3filestore_installed() -> bool:
+    try:
+        with open(S3FS_STAMP) as fh:
+            return fh.read().strip() == s3filestore_hash()
+    except OSError:
+        return False
+
+
+def do_install_s3filestore() -> bool:
+    """Install the plugin's packages into .ckan/venv if needed (after CKAN itself)."""
+    if s3filestore_installed():
+        return False
+    print("local_ckan: installing ckanext-s3filestore into .ckan/venv ...", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+        os.unlink(S3FS_STAMP)
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+        env.pop(var, None)
+    run(
+        [VENV_PY, "-m", "pip", "install", "--no-input", "-r", REQS, "-r", S3FS_REQS],
+        INSTALL_LOG,
+        timeout=900,
+        env=env,
+        what="pip install -r scripts/ckan-s3filestore-requirements.txt",
+    )
+    with open(S3FS_STAMP, "w") as fh:
+        fh.write(s3filestore_hash() + "\n")
+    return True
 
 
 def installed() -> bool:
@@ -552,7 +686,17 @@ def start_stub(s: Settings) -> None:
         if stub_healthy(s):
             return  # some other solr stand-in answers already: fine for CKAN
         raise Fail("port %d (CKAN_LOCAL_SOLR_PORT) is in use by another program" % s.solr_port)
-    cmd = [sys.executable, STUB_SCRIPT, "--host", "127.0.0.1", "--port", str(s.solr_port), "--verbose"]
+    cmd = [
+        sys.executable,
+        STUB_SCRIPT,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(s.solr_port),
+        "--pid-file",
+        STUB_PID,
+        "--verbose",
+    ]
     schema = ckan_schema_xml()
     if schema:
         cmd += ["--schema", schema]
@@ -580,7 +724,7 @@ def start_gunicorn(s: Settings) -> None:
         "--bind",
         "127.0.0.1:%d" % s.port,
         "--chdir",
-        CKAN_DIR,
+        INSTANCE_DIR,
         "--timeout",
         "120",
         "--graceful-timeout",
@@ -657,15 +801,25 @@ def upsert_env(path: str, values: dict[str, str]) -> None:
     write_private(os.path.abspath(path), "\n".join(out) + "\n", mode)
 
 
+def install_all() -> bool:
+    """CKAN (and the plugin for the s3filestore instance), under the shared venv's lock."""
+    if not INSTANCE:
+        return do_install()  # cmd_up holds .ckan/lock already
+    with locked(BASE_LOCK):
+        fresh = do_install()
+        return do_install_s3filestore() or fresh
+
+
 def cmd_up(args) -> int:
     t0 = time.time()
-    s = Settings()
+    s = Settings(tuple(args.s3filestore) if getattr(args, "s3filestore", None) else None)
     with locked():
         check_postgres(s)
         state = read_state()
         ckan_ok = None
         if (
             installed()
+            and (not INSTANCE or s3filestore_installed())
             and is_ours(read_pid(GUNICORN_PID), "gunicorn")
             and os.path.exists(INI)
             and all(read_ini().get(k) == v for k, v in s.ini_values().items())
@@ -681,17 +835,18 @@ def cmd_up(args) -> int:
             if args.write_env:
                 upsert_env(args.write_env, {"CKAN_URL": s.url, "CKAN_API_TOKEN": state["token"]})
             print(
-                "CKAN %s already up at %s (sysadmin %s, state .ckan/state.json)%s"
+                "CKAN %s already up at %s (sysadmin %s, state %s)%s"
                 % (
                     ckan_ok.get("ckan_version", "?"),
                     s.url,
                     SYSADMIN,
+                    os.path.relpath(STATE, REPO),
                     "; wrote %s" % args.write_env if args.write_env else "",
                 )
             )
             return 0
 
-        fresh_install = do_install()
+        fresh_install = install_all()
         ensure_database(s)
         ini_changed = ensure_ini(s)
         start_stub(s)
@@ -701,17 +856,30 @@ def cmd_up(args) -> int:
         state = ensure_sysadmin_token(s, state)
         state["solr_url"] = s.solr_url
         state["db_url"] = s.db_display
+        if s.s3filestore is not None:
+            values = s3filestore_ini_values(*s.s3filestore)
+            state["s3filestore"] = {
+                "endpoint": values["ckanext.s3filestore.host_name"],
+                "bucket": values["ckanext.s3filestore.aws_bucket_name"],
+                "storage_path": values["ckanext.s3filestore.aws_storage_path"],
+                "region": values["ckanext.s3filestore.region_name"],
+            }
+            state["files_storage"] = {
+                "name": FILES_STORAGE,
+                "path": values["ckan.files.storage.%s.path" % FILES_STORAGE],
+            }
         write_private(STATE, json.dumps(state, indent=2) + "\n")
         if args.write_env:
             upsert_env(args.write_env, {"CKAN_URL": s.url, "CKAN_API_TOKEN": state["token"]})
         info = ckan_healthy(s.url) or {}
         print(
-            "CKAN %s up at %s in %.1fs (sysadmin %s, state .ckan/state.json)%s"
+            "CKAN %s up at %s in %.1fs (sysadmin %s, state %s)%s"
             % (
                 info.get("ckan_version", "?"),
                 s.url,
                 time.time() - t0,
                 SYSADMIN,
+                os.path.relpath(STATE, REPO),
                 "; wrote %s" % args.write_env if args.write_env else "",
             )
         )
@@ -766,9 +934,19 @@ def main(argv: list[str] | None = None) -> int:
         "up", help="install if needed, start CKAN + stub, ensure sysadmin token in .ckan/state.json (idempotent)"
     )
     up.add_argument("--write-env", metavar="PATH", help="upsert CKAN_URL= and CKAN_API_TOKEN= into this .env file")
-    sub.add_parser("down", help="stop gunicorn and the Solr stand-in")
-    sub.add_parser("status", help="exit 0 if CKAN, the stub and the token are healthy")
+    up.add_argument(
+        "--s3filestore",
+        nargs=2,
+        metavar=("ENDPOINT", "BUCKET"),
+        help="the separate instance in .ckan/s3filestore with ckanext-s3filestore on this S3 endpoint and bucket",
+    )
+    down = sub.add_parser("down", help="stop gunicorn and the Solr stand-in")
+    status = sub.add_parser("status", help="exit 0 if CKAN, the stub and the token are healthy")
+    for p in (down, status):
+        p.add_argument("--s3filestore", action="store_true", help="the ckanext-s3filestore instance")
     args = ap.parse_args(argv)
+    if getattr(args, "s3filestore", None):
+        use_instance(S3FS_NAME)
     handler = {"install": cmd_install, "up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command]
     try:
         return handler(args)

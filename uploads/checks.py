@@ -110,6 +110,21 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
                 id="uploads.E010",
             )
         )
+    if settings.LINK_STYLE not in {"public", "s3filestore", "ckan_files"}:
+        problems.append(
+            Error(
+                f"LINK_STYLE={settings.LINK_STYLE!r} must be 'public', 's3filestore' or 'ckan_files' "
+                "(see docs/link-styles.md).",
+                id="uploads.E012",
+            )
+        )
+    if settings.LINK_STYLE == "ckan_files" and not settings.CKAN_FILES_STORAGE:
+        problems.append(
+            Error(
+                "LINK_STYLE=ckan_files needs CKAN_FILES_STORAGE: the name of the CKAN file storage on the bucket.",
+                id="uploads.E013",
+            )
+        )
     if settings.STORAGE_OBJECT_ACLS and "r2.cloudflarestorage.com" in settings.STORAGE_ENDPOINT_URL:
         problems.append(
             Error(

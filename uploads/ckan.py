@@ -153,6 +153,42 @@ def package_show(package_id: str, *, token: str | None) -> dict[str, Any]:
     return call_action("package_show", {"id": package_id}, token=token)
 
 
+def file_register(location: str, storage: str, *, token: str | None) -> dict[str, Any]:
+    """Register an object already in a CKAN 2.12 file storage (CKAN analyses it: size, hash, type)."""
+    return call_action("file_register", {"location": location, "storage": storage}, token=token)
+
+
+def file_by_location(
+    location: str, storage: str, *, owner_type: str, owner_id: str, token: str | None, page_size: int = 100
+) -> dict[str, Any] | None:
+    """The owner's registered file at ``location`` in ``storage``, or None.
+
+    CKAN 2.12.0 has no search by location in its API (``file_search`` is not an action), so the
+    owner's files are listed (``file_owner_scan``; an empty ``owner_id`` of type ``user`` is the
+    caller) and compared. Only a retry of a link that stopped after ``file_register`` needs this.
+    """
+    start = 0
+    while True:
+        page = call_action(
+            "file_owner_scan",
+            {"owner_type": owner_type, "owner_id": owner_id, "start": start, "rows": page_size},
+            token=token,
+        )
+        results = page.get("results") or []
+        for item in results:
+            if item.get("location") == location and item.get("storage") == storage:
+                return dict(item)
+        start += len(results)
+        if not results or start >= int(page.get("count") or 0):
+            return None
+
+
+def file_ownership_transfer(file_id: str, *, owner_type: str, owner_id: str, token: str | None) -> dict[str, Any]:
+    """Make ``owner_id`` the file's owner (CKAN then grants the file's access through the owner's)."""
+    data = {"id": file_id, "owner_type": owner_type, "owner_id": owner_id, "force": True}
+    return call_action("file_ownership_transfer", data, token=token)
+
+
 def service_token() -> str:
     """The token this service links with; never a client's."""
     return settings.CKAN_API_TOKEN

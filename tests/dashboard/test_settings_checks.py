@@ -130,3 +130,12 @@ def test_it_reports_an_unknown_private_dataset_policy_and_acls_on_r2():
         STORAGE_ENDPOINT_URL="https://abc.r2.cloudflarestorage.com",
     ):
         assert {"uploads.E010", "uploads.E011"} <= ids(check_configuration())
+
+
+def test_it_reports_an_unknown_link_style_and_ckan_files_without_its_storage():
+    with override_settings(LINK_STYLE="bucket"):
+        assert "uploads.E012" in ids(check_configuration())
+    with override_settings(LINK_STYLE="ckan_files", CKAN_FILES_STORAGE=""):
+        assert "uploads.E013" in ids(check_configuration())
+    with override_settings(LINK_STYLE="ckan_files", CKAN_FILES_STORAGE="uploads"):
+        assert not {"uploads.E012", "uploads.E013"} & ids(check_configuration())

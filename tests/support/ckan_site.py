@@ -232,3 +232,59 @@ def _start() -> CkanSite:
         raise RuntimeError(f"scripts/local_ckan.py up failed (exit {proc.returncode}):\n{tail}")
     state = json.loads(STATE_FILE.read_text())
     return CkanSite(state["url"], state["token"], sysadmin=state.get("sysadmin", "ckan_admin"))
+
+
+S3FILESTORE_STATE_FILE = REPO_ROOT / ".ckan" / "s3filestore" / "state.json"
+_s3filestore_cache: dict[tuple[str, str], CkanSite | BaseException] = {}
+
+
+def ensure_s3filestore_ckan(endpoint: str, bucket: str, *, access_key: str, secret_key: str) -> tuple[CkanSite, dict]:
+    """Start (or reuse) the second local CKAN, with ckanext-s3filestore on ``endpoint``/``bucket``.
+
+    ``scripts/local_ckan.py up --s3filestore`` runs it in .ckan/s3filestore (its own port,
+    database and Solr stand-in; the same .ckan/venv with the plugin installed), so the default
+    CKAN the other tests use is not touched. The instance also has a CKAN 2.12 file storage on
+    the bucket. Returns the site and its config: endpoint, bucket, storage_path (the plugin's)
+    and files_storage ({name, path}). Raises CkanUnavailable without PostgreSQL.
+    """
+    with _lock:
+        cached = _s3filestore_cache.get((endpoint, bucket))
+        if cached is None:
+            env = {
+                "CKAN_LOCAL_S3FILESTORE_ACCESS_KEY_ID": access_key,
+                "CKAN_LOCAL_S3FILESTORE_SECRET_ACCESS_KEY": secret_key,
+            }
+            try:
+                _run_up(["up", "--s3filestore", endpoint, bucket], env)
+                state = json.loads(S3FILESTORE_STATE_FILE.read_text())
+                cached = CkanSite(state["url"], state["token"], sysadmin=state.get("sysadmin", "ckan_admin"))
+            except (CkanUnavailable, RuntimeError) as exc:
+                cached = exc
+            _s3filestore_cache[(endpoint, bucket)] = cached
+        if isinstance(cached, BaseException):
+            raise cached
+        state = json.loads(S3FILESTORE_STATE_FILE.read_text())
+        return cached, {**state["s3filestore"], "files_storage": state["files_storage"]}
+
+
+def _run_up(args: list[str], extra_env: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(extra_env)
+    try:
+        proc = subprocess.run(
+            [_python3(), str(LOCAL_CKAN_SCRIPT), *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=UP_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"scripts/local_ckan.py {args[0]} timed out after {UP_TIMEOUT}s") from exc
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode == EXIT_NO_POSTGRES:
+        raise CkanUnavailable(output.splitlines()[-1] if output else "PostgreSQL not reachable")
+    if proc.returncode != 0:
+        tail = "\n".join(output.splitlines()[-40:])
+        raise RuntimeError(f"scripts/local_ckan.py {' '.join(args[:2])} failed (exit {proc.returncode}):\n{tail}")

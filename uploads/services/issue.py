@@ -10,14 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from uploads import ckan, content_policy, storage
+from uploads import ckan, content_policy, layout, storage
 from uploads.models import Upload, UploadState
 from uploads.services import privacy
 from uploads.services.owner import identify_requester, token_fingerprint
-from uploads.validation import InvalidInput, PartPlan, build_key, plan_upload
+from uploads.validation import InvalidInput, PartPlan, plan_upload
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ def dataset_privacy(package_id: str, *, token: str) -> bool:
     return privacy.check_issuance(ckan.package_show(package_id, token=token))
 
 
+@transaction.atomic
+def _record_upload(**fields: Any) -> Upload:
+    return Upload.objects.create(**fields)
+
+
 def issue_upload(
     *,
     resource_id: str,
@@ -95,7 +100,10 @@ def issue_upload(
         dataset_private = dataset_privacy(str(resource.get("package_id", "")), token=client_token)
     requested_by, requested_by_id = identify_requester(client_token)
     upload_id = uuid.uuid4()
-    key = build_key(settings.STORAGE_KEY_PREFIX, resource_id, upload_id, filename)
+    key = layout.build_upload_key(
+        resource_id, upload_id, filename, key_taken=lambda k: Upload.objects.filter(key=k).exists()
+    )
+    disposition = layout.content_disposition(key, policy.media_type, policy.content_disposition)
     ttl = storage.capped_ttl(settings.UPLOAD_URL_TTL)
     now = timezone.now()
     fields: dict[str, Any] = {}
@@ -106,9 +114,9 @@ def issue_upload(
             content_type=content_type,
             content_length=size,
             sha256_hex=sha256,
-            content_disposition=policy.content_disposition,
+            content_disposition=disposition,
             expires_in=ttl,
-            acl=privacy.upload_acl(),
+            acl=privacy.upload_acl(dataset_private),
         )
         url, headers = signed.url, signed.headers
         expires_at = now + timedelta(seconds=signed.expires_in)
@@ -119,15 +127,15 @@ def issue_upload(
             "multipart_upload_id": storage.create_multipart_upload(
                 key,
                 content_type=content_type,
-                content_disposition=policy.content_disposition,
-                acl=privacy.upload_acl(),
+                content_disposition=disposition,
+                acl=privacy.upload_acl(dataset_private),
             ),
             "part_size": plan.part_size,
             "part_count": plan.part_count,
         }
         expires_at = now + timedelta(seconds=settings.MULTIPART_MAX_AGE)
-    with transaction.atomic():
-        upload = Upload.objects.create(
+    try:
+        upload = _record_upload(
             id=upload_id,
             resource_id=resource_id,
             package_id=str(resource.get("package_id", "")),
@@ -146,6 +154,12 @@ def issue_upload(
             **fields,
             dataset_private=dataset_private,
         )
+    except IntegrityError:
+        # Two uploads of one file name for one resource issued at the same instant (s3filestore
+        # layout): the other one has the key. Nothing was recorded for this one.
+        raise UploadConflict(
+            "key_in_use", "another upload of this file name for this resource is being issued: try again"
+        ) from None
     parts: list[PartUrl] = []
     if plan is not None:
         first_page = range(1, min(plan.part_count, settings.MULTIPART_URLS_PER_PAGE) + 1)

@@ -34,7 +34,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from uploads import ckan, content_policy, storage
+from uploads import ckan, content_policy, layout, storage
 from uploads.models import LinkAttempt, LinkOutcome, LinkTrigger, Upload, UploadState
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ def link_upload(*, upload_id: UUID, trigger: str, triggered_by: str = "", force:
     try:
         upload = Upload.objects.get(pk=upload_id)
         info = _confirm_object(upload)
-        outcome = _decide_and_patch(upload_id, claim=claim, info=info, force=force, attempt=attempt)
+        file_id = _register_file(upload)
+        outcome = _decide_and_patch(upload_id, claim=claim, info=info, force=force, attempt=attempt, file_id=file_id)
     except _Transient as exc:
         outcome = _record_transient(upload_id, claim=claim, error=exc, attempt=attempt)
     except _Permanent as exc:
@@ -146,6 +147,43 @@ def _confirm_object(upload: Upload) -> storage.ObjectInfo:
     return info
 
 
+def _register_file(upload: Upload) -> str:
+    """ckan_files style: the id of the object's file in CKAN's registry, registered and owned by the resource.
+
+    Before the per-resource lock (these are network calls) and safe to repeat: a file already
+    registered at the location is found again, and the transfer is skipped once the resource
+    owns it. CKAN analyses the object itself (size, MD5, content type) when registering it.
+    """
+    if not layout.is_ckan_files():
+        return ""
+    location = layout.storage_location(upload.key)
+    name = settings.CKAN_FILES_STORAGE
+    token = ckan.service_token()
+    try:
+        try:
+            registered = ckan.file_register(location, name, token=token)
+        except ckan.CkanValidationError as exc:
+            if "already registered" not in exc.message + str(exc.details):
+                raise
+            # A retry: registered before, by this service (owned by its user) or moved to the resource.
+            found = ckan.file_by_location(
+                location, name, owner_type="resource", owner_id=upload.resource_id, token=token
+            ) or ckan.file_by_location(location, name, owner_type="user", owner_id="", token=token)
+            if found is None:
+                raise
+            registered = found
+        file_id = str(registered["id"])
+        if (registered.get("owner_type"), registered.get("owner_id")) != ("resource", upload.resource_id):
+            ckan.file_ownership_transfer(file_id, owner_type="resource", owner_id=upload.resource_id, token=token)
+    except ckan.CkanUnavailable as exc:
+        raise _Transient(exc.message, ckan_status=exc.status or None) from None
+    except ckan.CkanError as exc:
+        raise _Permanent(
+            f"CKAN refused to register the file in storage {name!r}: {exc.message}", ckan_status=exc.status or None
+        ) from None
+    return file_id
+
+
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
@@ -182,10 +220,18 @@ def object_hash(upload: Upload, info: storage.ObjectInfo) -> str:
     return ""
 
 
-def ckan_fields(upload: Upload, info: storage.ObjectInfo) -> dict[str, Any]:
-    """What ``resource_patch`` receives; never ``url_type`` (CKAN would rewrite the URL)."""
+def ckan_fields(upload: Upload, info: storage.ObjectInfo, *, file_id: str = "") -> dict[str, Any]:
+    """What ``resource_patch`` receives.
+
+    The public style never sends ``url_type`` (CKAN would show its download route instead of the
+    URL); the s3filestore style sends ``url_type: upload`` and the file name, as the extension does.
+    """
     content_type = info.content_type or upload.content_type
-    fields: dict[str, Any] = {"url": storage.public_url(upload.key), "size": info.size, "mimetype": content_type}
+    fields: dict[str, Any] = {
+        **layout.link_fields(upload.key, file_id=file_id),
+        "size": info.size,
+        "mimetype": content_type,
+    }
     fmt = resource_format(content_type, upload.filename)
     if fmt:
         fields["format"] = fmt
@@ -204,7 +250,7 @@ def _order_key(upload: Upload) -> tuple[datetime, datetime, str]:
 
 
 def _decide_and_patch(
-    upload_id: UUID, *, claim: _Claim, info: storage.ObjectInfo, force: bool, attempt: LinkAttempt
+    upload_id: UUID, *, claim: _Claim, info: storage.ObjectInfo, force: bool, attempt: LinkAttempt, file_id: str = ""
 ) -> str:
     resource_id = Upload.objects.values_list("resource_id", flat=True).get(pk=upload_id)
     with transaction.atomic():
@@ -226,7 +272,7 @@ def _decide_and_patch(
             _finish(attempt, LinkOutcome.SUPERSEDED, error=f"a newer upload is linked: {newer[0].pk}")
             return LinkOutcome.SUPERSEDED.value
         try:
-            ckan.resource_patch(resource_id, ckan_fields(upload, info), token=ckan.service_token())
+            ckan.resource_patch(resource_id, ckan_fields(upload, info, file_id=file_id), token=ckan.service_token())
         except ckan.CkanUnavailable as exc:
             raise _Transient(exc.message, ckan_status=exc.status or None) from None
         except ckan.CkanError as exc:
@@ -237,7 +283,9 @@ def _decide_and_patch(
         Upload.objects.filter(pk=upload.pk).update(
             state=UploadState.LINKED,
             linked_at=now,
-            linked_url=storage.public_url(upload.key),
+            linked_url=layout.linked_url(
+                upload.key, package_id=upload.package_id, resource_id=upload.resource_id, file_id=file_id
+            ),
             last_error="",
             next_attempt_at=None,
             claim_token=None,

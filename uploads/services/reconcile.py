@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from uploads import ckan, storage
+from uploads import ckan, layout, storage
 from uploads.models import (
     Discrepancy,
     DiscrepancyKind,
@@ -36,7 +36,6 @@ from uploads.models import (
     UploadState,
 )
 from uploads.services import ingest, link, privacy, sweep
-from uploads.validation import parse_key
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +202,9 @@ class Reconciler:
 
     def scan_page(self, page: Sequence[storage.ObjectInfo]) -> None:
         """Classify one page of objects: unevented, superseded, orphan, or as it should be."""
-        ids: dict[str, uuid.UUID] = {}
-        for obj in page:
-            parsed = parse_key(self.prefix, obj.key)
-            if parsed is not None:
-                ids[obj.key] = parsed[1]
+        # The public layout names the upload in its key; the s3filestore one is shared with CKAN's
+        # own uploads, so there a key the ledger does not know is CKAN's, never an orphan.
+        ids = layout.upload_ids_by_key(obj.key for obj in page)
         rows = {
             pk: (key, state, etag)
             for pk, key, state, etag in Upload.objects.filter(id__in=list(ids.values())).values_list(
@@ -219,6 +216,9 @@ class Reconciler:
         for obj in page:
             upload_id = ids.get(obj.key)
             row = rows.get(upload_id) if upload_id is not None else None
+            if upload_id is None and layout.is_s3filestore():
+                self.counts["ckan_own_objects"] = self.counts.get("ckan_own_objects", 0) + 1
+                continue
             if upload_id is None or row is None or row[0] != obj.key or row[1] == UploadState.ABORTED:
                 # An aborted upload's object (a PUT through a URL still valid after the abort) is
                 # no one's file either: reclaimable like an orphan.
@@ -291,11 +291,8 @@ class Reconciler:
     def scan_multipart_pages(self, pages: Iterable[Sequence[storage.MultipartInfo]]) -> None:
         """Report multipart uploads in progress that the ledger does not know as open (``--fix`` aborts them)."""
         for page in pages:
-            ids = {}
-            for item in page:
-                parsed = parse_key(self.prefix, item.key)
-                if parsed is not None:
-                    ids[item.upload_id] = parsed[1]
+            by_key = layout.upload_ids_by_key({item.key for item in page})
+            ids = {item.upload_id: by_key[item.key] for item in page if item.key in by_key}
             rows = Upload.objects.filter(id__in=list(ids.values())).values_list(
                 "id", "key", "multipart_upload_id", "state"
             )
@@ -483,9 +480,13 @@ class Reconciler:
     def _object_is_public(self, upload: Upload, dataset_private: bool) -> bool | None:
         """Whether anyone with the bucket URL can read the file; None when that cannot be told now."""
         if not settings.STORAGE_OBJECT_ACLS:
+            if privacy.served_through_ckan():
+                # s3filestore style on a store without ACLs: the bucket is private and CKAN signs
+                # every download, whatever the dataset: nothing per object to compare.
+                return None
             # No per-object ACLs: the public base URL serves every object of the bucket.
             return True
-        if not dataset_private and not upload.dataset_private:
+        if not dataset_private and not upload.dataset_private and privacy.may_be_public(False):
             # Issued public-read for a public dataset and never changed since: no need to ask.
             return True
         # Where a wrong belief would leak a file (or break a link), ask the bucket: only files of
@@ -504,7 +505,7 @@ class Reconciler:
     def _drift(upload: Upload, resource: dict[str, Any]) -> dict[str, Any]:
         expected_url = upload.linked_url or storage.public_url(upload.key)
         detail: dict[str, Any] = {}
-        if resource.get("url") != expected_url:
+        if layout.link_differs(upload.key, upload.linked_url, resource):
             detail.update({"reason": "url", "ckan_url": resource.get("url"), "ledger_url": expected_url})
         ckan_size = resource.get("size")
         if upload.object_size is not None and str(ckan_size) != str(upload.object_size):
@@ -813,7 +814,7 @@ def run_reconcile(
     """
     if delete_orphans_older_than_days is not None and delete_orphans_older_than_days < 0:
         raise ValueError("delete_orphans_older_than_days must be 0 or more")
-    prefix = settings.STORAGE_KEY_PREFIX
+    prefix = layout.listing_prefix()
     run = ReconcileRun.objects.create(fix=fix and not dry_run, dry_run=dry_run, triggered_by=triggered_by)
     actor = f"reconcile:{triggered_by}" if triggered_by else "reconcile"
     try:
