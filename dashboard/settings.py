@@ -260,6 +260,8 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "boto3": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # azure-core logs every request and response at INFO.
+        "azure": {"level": "WARNING"},
         "django_q": {"level": LOG_LEVEL},
     },
 }
