@@ -91,7 +91,7 @@ def _fresh_cache():
 
 @pytest.fixture(scope="session")
 def azurite():
-    """A real Azurite (Blob + Queue), installed from tools/azurite's lock file; skipped without Node unless REQUIRE_NODE."""
+    """A real Azurite (Blob + Queue) from tools/azurite's lock file; skipped without Node unless REQUIRE_NODE."""
     from tests.support.azurite import Azurite, AzuriteUnavailable, require_node
 
     try:
