@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the samples are kept exactly as documented)
 """Event Grid blob events as Microsoft's documentation shows them (learn.microsoft.com,
 "Azure Blob Storage as an Event Grid source", event-schema-blob-storage.md, both schema tabs;
 "Azure Event Grid event schema", webhook-event-delivery.md for the validation event)."""
