@@ -106,7 +106,9 @@ def test_a_blob_created_event_pushed_by_event_grid_is_linked(
 
     event = StorageEvent.objects.get(key=issued["key"])
     assert (event.source, event.bucket) == (EventSource.WEBHOOK, azure_world.container)
-    attempts = list(LinkAttempt.objects.filter(upload_id=issued["upload_id"]).values_list("trigger", "outcome", "error"))
+    attempts = list(
+        LinkAttempt.objects.filter(upload_id=issued["upload_id"]).values_list("trigger", "outcome", "error")
+    )
     assert attempts[0][0] == "event", attempts
     assert [a[1] for a in attempts].count("linked") == 1, attempts
 

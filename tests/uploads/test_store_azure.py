@@ -13,6 +13,7 @@ from uploads import storage
 from uploads.stores import azure as azure_store
 
 KEY = "resources/api_uploads/r1/u1/my file ü.csv"
+KEY_NAME = "resources/api_uploads/r1/u2/plain.csv"
 DATA = b"station,temp\nA,12.5\n"
 
 
@@ -138,3 +139,24 @@ def test_unconfigured_azure_says_what_is_missing():
         assert not storage.is_configured()
         with pytest.raises(storage.StorageNotConfigured, match="AZURE_STORAGE_CONTAINER"):
             storage.head_object(KEY)
+
+
+def test_a_connection_string_works_like_account_and_key(azure_world):
+    from tests.support.azurite import ACCOUNT, KEY
+
+    connection = (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+        f"BlobEndpoint={azure_world.azurite.blob_endpoint};"
+    )
+    with override_settings(AZURE_STORAGE_ACCOUNT="", AZURE_STORAGE_KEY="", AZURE_STORAGE_CONNECTION_STRING=connection):
+        signed = storage.presign_put(KEY_NAME, content_type="text/csv", content_length=len(DATA), expires_in=600)
+        assert put(signed, DATA).status_code == 201
+        assert storage.head_object(KEY_NAME) is not None
+        assert storage.public_url(KEY_NAME) == f"{azure_world.azurite.blob_endpoint}/{azure_world.container}/{KEY_NAME}"
+
+
+def test_a_connection_string_without_an_account_key_cannot_sign(azure_world):
+    connection = f"BlobEndpoint={azure_world.azurite.blob_endpoint};SharedAccessSignature=sv=2020-01-01&sig=x"
+    with override_settings(AZURE_STORAGE_ACCOUNT="", AZURE_STORAGE_KEY="", AZURE_STORAGE_CONNECTION_STRING=connection):
+        with pytest.raises(storage.StorageError, match="needs the account key"):
+            storage.presign_put(KEY_NAME, content_type="text/csv", content_length=1, expires_in=600)

@@ -144,6 +144,10 @@ class AzureBlobStore:
     def _sas_url(self, key: str, *, ttl: int, query: str = "") -> str:
         service = get_service()
         credential = service.credential
+        if not getattr(credential, "account_key", None):
+            raise StorageError(
+                "signing a SAS URL needs the account key (AZURE_STORAGE_KEY, or AccountKey= in the connection string)"
+            )
         now = datetime.now(UTC)
         try:
             sas = generate_blob_sas(
