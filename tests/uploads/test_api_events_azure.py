@@ -11,6 +11,7 @@ from tests.support.factories import make_upload as build_upload
 from tests.uploads.samples.azure_event_grid import (
     CLOUD_EVENT_BLOB_CREATED,
     EVENT_GRID_BLOB_CREATED,
+    EVENT_GRID_BLOB_DELETED,
     SUBSCRIPTION_VALIDATION,
 )
 from uploads.models import StorageEvent, Upload, UploadState
@@ -160,3 +161,17 @@ def test_one_bad_event_in_a_batch_records_none_of_it(client):
     assert response.status_code == 400
     assert "contentLength" in response.json()["error"]["message"]
     assert StorageEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_blob_deleted_event_flags_the_upload(client, enqueued):
+    upload = build_upload(resource_id="r-1", filename="gone.csv", bucket=CONTAINER, state=UploadState.LINKED)
+    [event] = json.loads(EVENT_GRID_BLOB_DELETED)
+    event["subject"] = f"/blobServices/default/containers/{CONTAINER}/blobs/{upload.key}"
+    response = post(client, [event])
+    assert response.status_code == 202, response.content
+    assert response.json() == {"received": 1, "duplicates": 0, "unmatched": 0}
+    stored = StorageEvent.objects.get()
+    assert (stored.action, stored.upload_id, stored.size) == ("deleted", upload.id, None)
+    assert Upload.objects.get(pk=upload.pk).object_deleted_at is not None
+    assert enqueued == []
