@@ -129,6 +129,10 @@ CKAN_URL = env_str("CKAN_URL").rstrip("/")
 CKAN_API_TOKEN = env_str("CKAN_API_TOKEN")
 CKAN_TIMEOUT_SECONDS = env_int("CKAN_TIMEOUT_SECONDS", 10, minimum=1, maximum=300)
 
+# --- Object storage: which store (uploads/stores/) ----------------------------------------
+# "s3": Cloudflare R2, AWS S3 or moto (STORAGE_* below); "azure": Azure Blob Storage or Azurite (AZURE_STORAGE_*).
+STORAGE_BACKEND = env_str("STORAGE_BACKEND", "s3").lower()
+
 # --- Object storage (R2 or S3) ------------------------------------------------------------
 STORAGE_ENDPOINT_URL = env_str("STORAGE_ENDPOINT_URL").rstrip("/")
 STORAGE_REGION = env_str("STORAGE_REGION", "auto")
@@ -143,6 +147,15 @@ UPLOAD_URL_TTL = env_int("UPLOAD_URL_TTL", 3600, minimum=1, maximum=MAX_UPLOAD_U
 # S3 object ACLs: public datasets' files are PUT with `x-amz-acl: public-read`, and the reconcile
 # fix can make one object private. R2 has no object ACLs: leave this off there.
 STORAGE_OBJECT_ACLS = env_bool("STORAGE_OBJECT_ACLS", False)
+
+# --- Object storage (Azure Blob Storage, STORAGE_BACKEND=azure) ---------------------------
+AZURE_STORAGE_ACCOUNT = env_str("AZURE_STORAGE_ACCOUNT")
+AZURE_STORAGE_CONTAINER = env_str("AZURE_STORAGE_CONTAINER")
+# The account key (signs the SAS URLs), or a connection string holding account, key and endpoints.
+AZURE_STORAGE_KEY = env_str("AZURE_STORAGE_KEY")
+AZURE_STORAGE_CONNECTION_STRING = env_str("AZURE_STORAGE_CONNECTION_STRING")
+# The Blob endpoint when it is not https://<account>.blob.core.windows.net (Azurite: http://127.0.0.1:10000/<account>).
+AZURE_STORAGE_ENDPOINT = env_str("AZURE_STORAGE_ENDPOINT").rstrip("/")
 
 # --- Privacy (docs/privacy.md) ------------------------------------------------------------
 # "refuse": no public URL for a private dataset's file (409). "public": the operator's explicit
@@ -195,6 +208,12 @@ EVENTS_WEBHOOK_MAX_BYTES = env_int("EVENTS_WEBHOOK_MAX_BYTES", 1_048_576, minimu
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, EVENTS_WEBHOOK_MAX_BYTES)
 EVENTS_SIGNATURE_MAX_AGE_SECONDS = 300
 SQS_QUEUE_URL = env_str("SQS_QUEUE_URL")
+# Azure Event Grid: the webhook's shared key (sent as ?key= or the X-Webhook-Key delivery header),
+# and the Storage Queue Event Grid writes to (read by consume_azure_queue).
+AZURE_EVENTS_WEBHOOK_KEY = env_str("AZURE_EVENTS_WEBHOOK_KEY")
+AZURE_EVENTS_QUEUE = env_str("AZURE_EVENTS_QUEUE")
+# The Queue endpoint when it is not https://<account>.queue.core.windows.net (Azurite: http://127.0.0.1:10001/<account>).
+AZURE_QUEUE_ENDPOINT = env_str("AZURE_QUEUE_ENDPOINT").rstrip("/")
 CF_ACCOUNT_ID = env_str("CF_ACCOUNT_ID")
 CF_QUEUE_ID = env_str("CF_QUEUE_ID")
 CF_API_TOKEN = env_str("CF_API_TOKEN")
@@ -254,6 +273,8 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "boto3": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # azure-core logs every request and response at INFO.
+        "azure": {"level": "WARNING"},
         "django_q": {"level": LOG_LEVEL},
     },
 }

@@ -115,3 +115,28 @@ def _fresh_cache():
 
     cache.clear()
     yield
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """A real Azurite (Blob + Queue) from tools/azurite's lock file; skipped without Node unless REQUIRE_NODE."""
+    from tests.support.azurite import Azurite, AzuriteUnavailable, require_node
+
+    try:
+        server = Azurite()
+    except AzuriteUnavailable as exc:
+        if require_node():
+            pytest.fail(f"Azurite is required here (REQUIRE_NODE) but could not start: {exc}")
+        pytest.skip(f"Azurite unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def azure_world(azurite):
+    """A fresh Azurite container and queue, and the settings selecting the Azure store."""
+    from tests.support.azurite import make_azure_world
+
+    world = make_azure_world(azurite)
+    with override_settings(**world.settings()):
+        yield world

@@ -1,8 +1,10 @@
-"""Pushed storage events: ``POST /api/v1/events/r2`` and ``/events/s3``, signed with HMAC-SHA256.
+"""Pushed storage events: ``POST /api/v1/events/r2`` and ``/events/s3``, signed with HMAC-SHA256,
+and ``/events/azure`` from Event Grid, authenticated by a shared key.
 
 The signature covers ``timestamp + "." + raw body``, so the raw bytes are read before anything
 parses them; a body that is too big, unsigned, stale, badly signed or unreadable is refused with a
-4xx and nothing is recorded.
+4xx and nothing is recorded. Event Grid cannot sign: its subscription sends the key the operator
+put in the endpoint URL (``?key=``) or in a delivery header (``X-Webhook-Key``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router, Schema
 
 from uploads.events import EventParseError, ObjectEvent, parse_json_bytes, parse_r2_body, parse_s3_body
+from uploads.events.azure import parse_event_grid_body, validation_request
 from uploads.middleware import is_json_media_type
 from uploads.models import EventSource
 from uploads.services import ingest
@@ -117,6 +120,10 @@ def _receive(request: HttpRequest, parse: Callable[[Any], list[ObjectEvent]]) ->
     except WebhookRefused as exc:
         log.info("refused a pushed event (%s): %s", exc.code, exc.message)
         return _refuse(exc)
+    return _record_pushed(events)
+
+
+def _record_pushed(events: list[ObjectEvent]) -> HttpResponse:
     duplicates = unmatched = 0
     # One transaction per body: the sender retries the whole body if anything fails.
     with transaction.atomic():
@@ -163,3 +170,98 @@ def receive_r2_events(request: HttpRequest) -> HttpResponse:
 def receive_s3_events(request: HttpRequest) -> HttpResponse:
     """S3 notifications ``{"Records": [...]}`` pushed by a forwarder (the test event is accepted and skipped)."""
     return _receive(request, parse_s3_body)
+
+
+AZURE_KEY_PARAMETER = "key"
+AZURE_KEY_HEADER = "X-Webhook-Key"
+# CloudEvents' abuse-protection handshake (CloudEvents HTTP webhook spec, as Event Grid sends it).
+REQUEST_ORIGIN_HEADER = "WebHook-Request-Origin"
+ALLOWED_ORIGIN_HEADER = "WebHook-Allowed-Origin"
+
+
+def _verify_azure_key(request: HttpRequest) -> None:
+    secret = settings.AZURE_EVENTS_WEBHOOK_KEY
+    if not secret:
+        raise WebhookRefused(
+            503, "not_configured", "Azure events are refused: AZURE_EVENTS_WEBHOOK_KEY is not configured"
+        )
+    given = request.GET.get(AZURE_KEY_PARAMETER, "") or request.headers.get(AZURE_KEY_HEADER, "")
+    if not given:
+        raise WebhookRefused(
+            401, "unauthenticated", f"send the shared key as ?{AZURE_KEY_PARAMETER}= or the {AZURE_KEY_HEADER} header"
+        )
+    if not hmac.compare_digest(secret.encode("utf-8"), given.encode("utf-8", errors="replace")):
+        raise WebhookRefused(401, "bad_key", "the shared key is not the one configured")
+
+
+def _abuse_protection(request: HttpRequest) -> HttpResponse:
+    """Answer the CloudEvents OPTIONS handshake: allow the origin Event Grid announces."""
+    try:
+        _verify_azure_key(request)
+        origin = request.headers.get(REQUEST_ORIGIN_HEADER, "").strip()
+        if not origin or len(origin) > 255 or not origin.isascii() or any(c in origin for c in "\r\n,"):
+            raise WebhookRefused(400, "invalid", f"send the {REQUEST_ORIGIN_HEADER} header (one origin)")
+    except WebhookRefused as exc:
+        log.info("refused an Azure handshake (%s): %s", exc.code, exc.message)
+        return _refuse(exc)
+    response = HttpResponse(status=200)
+    response[ALLOWED_ORIGIN_HEADER] = origin
+    response["Allow"] = "OPTIONS, POST"
+    return response
+
+
+_AZURE_RESPONSES: dict[int, Any] = {
+    200: dict[str, str],
+    **_RESPONSES,
+}
+_AZURE_KEYED_JSON_BODY: dict[str, Any] = {
+    "parameters": [
+        {
+            "in": "query",
+            "name": AZURE_KEY_PARAMETER,
+            "required": False,
+            "description": f"the shared key AZURE_EVENTS_WEBHOOK_KEY (or send it as the {AZURE_KEY_HEADER} header)",
+            "schema": {"type": "string"},
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {"schema": {"type": ["object", "array"]}}
+            for media in ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
+        },
+    },
+}
+
+
+@router.api_operation(
+    ["POST", "OPTIONS"],
+    "/azure",
+    response=_AZURE_RESPONSES,
+    url_name="events_azure",
+    openapi_extra=_AZURE_KEYED_JSON_BODY,
+)
+def receive_azure_events(request: HttpRequest) -> HttpResponse:
+    """Event Grid blob events (Event Grid schema or CloudEvents 1.0), with both validation handshakes.
+
+    A ``Microsoft.EventGrid.SubscriptionValidationEvent`` is answered ``{"validationResponse": code}``;
+    an ``OPTIONS`` request (CloudEvents abuse protection) gets ``WebHook-Allowed-Origin``.
+    """
+    if request.method == "OPTIONS":
+        return _abuse_protection(request)
+    try:
+        body = _read_body(request)
+        _verify_azure_key(request)
+        try:
+            data = parse_json_bytes(body)
+            handshake = validation_request(data)
+            events = [] if handshake else parse_event_grid_body(data)
+        except EventParseError as exc:
+            raise WebhookRefused(400, "unreadable", str(exc)) from None
+    except WebhookRefused as exc:
+        log.info("refused a pushed Azure event (%s): %s", exc.code, exc.message)
+        return _refuse(exc)
+    if handshake is not None:
+        log.info("answered an Event Grid subscription validation")
+        return JsonResponse({"validationResponse": handshake.validation_code}, status=200)
+    return _record_pushed(events)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register, run_checks
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import CONFIG_ERRORS
+from uploads.stores import BACKENDS
 
 # Values that appear in this repository or in Django's templates: never a production secret.
 _DEVELOPMENT_KEYS = {"", "change-me", "changeme", "secret"}
@@ -42,7 +42,10 @@ def _is_http_url(value: str) -> bool:
 @register(Tags.compatibility)
 def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
     """Validate the environment-driven settings."""
-    problems: list[Error | Warning] = [Error(message, id="uploads.E001") for message in CONFIG_ERRORS]
+    # Values the settings module could not read (dashboard.env collects them as it reads the environment).
+    problems: list[Error | Warning] = [
+        Error(message, id="uploads.E001") for message in getattr(settings, "CONFIG_ERRORS", [])
+    ]
 
     if not settings.DEBUG and is_development_secret_key(settings.SECRET_KEY):
         problems.append(
@@ -69,24 +72,17 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
             Warning("CKAN_API_TOKEN is not set: uploads can be issued but never linked.", id="uploads.W002")
         )
 
-    storage_values = {
-        "STORAGE_BUCKET": settings.STORAGE_BUCKET,
-        "STORAGE_ACCESS_KEY_ID": settings.STORAGE_ACCESS_KEY_ID,
-        "STORAGE_SECRET_ACCESS_KEY": settings.STORAGE_SECRET_ACCESS_KEY,
-    }
-    given = [name for name, value in storage_values.items() if value]
-    if (given and len(given) < len(storage_values)) or (settings.STORAGE_ENDPOINT_URL and not given):
-        missing = [name for name, value in storage_values.items() if not value]
-        problems.append(Error(f"Object storage is partly configured: set {', '.join(missing)}.", id="uploads.E004"))
-    elif not given:
+    if settings.STORAGE_BACKEND not in BACKENDS:
         problems.append(
-            Warning(
-                "No object storage is configured: upload URLs cannot be issued.",
-                hint="`make run` starts an embedded moto S3 in this case; set STORAGE_* for R2 or S3.",
-                id="uploads.W003",
+            Error(
+                f"STORAGE_BACKEND={settings.STORAGE_BACKEND!r} must be one of {', '.join(BACKENDS)}.", id="uploads.E012"
             )
         )
-    for name in ("STORAGE_ENDPOINT_URL", "STORAGE_PUBLIC_BASE_URL"):
+    elif settings.STORAGE_BACKEND == "azure":
+        problems.extend(_azure_storage_problems())
+    else:
+        problems.extend(_s3_storage_problems())
+    for name in ("STORAGE_ENDPOINT_URL", "STORAGE_PUBLIC_BASE_URL", "AZURE_STORAGE_ENDPOINT", "AZURE_QUEUE_ENDPOINT"):
         value = getattr(settings, name)
         if value and not _is_http_url(value):
             problems.append(Error(f"{name}={value!r} is not an http(s) URL.", id="uploads.E005"))
@@ -115,14 +111,14 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
             Error(
                 f"LINK_STYLE={settings.LINK_STYLE!r} must be 'public', 's3filestore' or 'ckan_files' "
                 "(see docs/link-styles.md).",
-                id="uploads.E012",
+                id="uploads.E016",
             )
         )
     if settings.LINK_STYLE == "ckan_files" and not settings.CKAN_FILES_STORAGE:
         problems.append(
             Error(
                 "LINK_STYLE=ckan_files needs CKAN_FILES_STORAGE: the name of the CKAN file storage on the bucket.",
-                id="uploads.E013",
+                id="uploads.E017",
             )
         )
     if settings.STORAGE_OBJECT_ACLS and "r2.cloudflarestorage.com" in settings.STORAGE_ENDPOINT_URL:
@@ -134,4 +130,64 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
         )
     if settings.EVENTS_WEBHOOK_SECRET and len(settings.EVENTS_WEBHOOK_SECRET) < 16:
         problems.append(Error("EVENTS_WEBHOOK_SECRET must be at least 16 characters.", id="uploads.E008"))
+    if settings.AZURE_EVENTS_WEBHOOK_KEY and len(settings.AZURE_EVENTS_WEBHOOK_KEY) < 16:
+        problems.append(Error("AZURE_EVENTS_WEBHOOK_KEY must be at least 16 characters.", id="uploads.E014"))
+    if settings.AZURE_EVENTS_QUEUE and not (
+        settings.AZURE_STORAGE_CONNECTION_STRING or (settings.AZURE_STORAGE_ACCOUNT and settings.AZURE_STORAGE_KEY)
+    ):
+        problems.append(
+            Error(
+                "AZURE_EVENTS_QUEUE is set but there is no Azure credential: set AZURE_STORAGE_ACCOUNT and "
+                "AZURE_STORAGE_KEY, or AZURE_STORAGE_CONNECTION_STRING.",
+                id="uploads.E015",
+            )
+        )
+    return problems
+
+
+def _s3_storage_problems() -> list[Error | Warning]:
+    problems: list[Error | Warning] = []
+    storage_values = {
+        "STORAGE_BUCKET": settings.STORAGE_BUCKET,
+        "STORAGE_ACCESS_KEY_ID": settings.STORAGE_ACCESS_KEY_ID,
+        "STORAGE_SECRET_ACCESS_KEY": settings.STORAGE_SECRET_ACCESS_KEY,
+    }
+    given = [name for name, value in storage_values.items() if value]
+    if (given and len(given) < len(storage_values)) or (settings.STORAGE_ENDPOINT_URL and not given):
+        missing = [name for name, value in storage_values.items() if not value]
+        problems.append(Error(f"Object storage is partly configured: set {', '.join(missing)}.", id="uploads.E004"))
+    elif not given:
+        problems.append(
+            Warning(
+                "No object storage is configured: upload URLs cannot be issued.",
+                hint="`make run` starts an embedded moto S3 in this case; set STORAGE_* for R2 or S3.",
+                id="uploads.W003",
+            )
+        )
+    return problems
+
+
+def _azure_storage_problems() -> list[Error | Warning]:
+    problems: list[Error | Warning] = []
+    has_credential = bool(
+        settings.AZURE_STORAGE_CONNECTION_STRING or (settings.AZURE_STORAGE_ACCOUNT and settings.AZURE_STORAGE_KEY)
+    )
+    if not settings.AZURE_STORAGE_CONTAINER or not has_credential:
+        missing = [] if settings.AZURE_STORAGE_CONTAINER else ["AZURE_STORAGE_CONTAINER"]
+        if not has_credential:
+            missing.append("AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY (or AZURE_STORAGE_CONNECTION_STRING)")
+        problems.append(
+            Error(
+                f"STORAGE_BACKEND=azure but Azure Blob Storage is partly configured: set {'; '.join(missing)}.",
+                id="uploads.E004",
+            )
+        )
+    if settings.STORAGE_OBJECT_ACLS:
+        problems.append(
+            Error(
+                "STORAGE_OBJECT_ACLS is on but Azure Blob Storage has no per-object ACLs: turn it off "
+                "(public access is a container setting).",
+                id="uploads.E013",
+            )
+        )
     return problems

@@ -104,6 +104,7 @@ class Upload(models.Model):
 class EventSource(models.TextChoices):
     SQS = "sqs", "S3 via SQS"
     R2_QUEUE = "r2-queue", "R2 via Cloudflare Queue"
+    AZURE_QUEUE = "azure-queue", "Azure Blob via Event Grid and Storage Queue"
     WEBHOOK = "webhook", "Pushed (webhook)"
     CLIENT = "client", "Client complete call"
 

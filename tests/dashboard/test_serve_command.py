@@ -222,3 +222,14 @@ def test_sigterm_stops_every_child_within_the_bound_even_one_that_does_not_liste
     assert [pid for pid in everyone if alive(pid)] == []
     assert "sqs-consumer did not stop within 3 s: killing its process group" in (tmp_path / "serve.log").read_text()
     assert healthz(port) is None
+
+
+def test_serve_starts_the_azure_consumer_when_its_queue_is_configured():
+    from dashboard.management.commands.serve import Command
+
+    options = {"bind": "127.0.0.1:0", "web_workers": 1}
+    names = [child.name for child in Command()._children({"AZURE_EVENTS_QUEUE": "blob-events"}, options)]
+    assert names == ["web", "worker", "azure-consumer"]
+    commands = {child.name: child.command[-1] for child in Command()._children({"AZURE_EVENTS_QUEUE": "q"}, options)}
+    assert commands["azure-consumer"] == "consume_azure_queue"
+    assert [c.name for c in Command()._children({}, options)] == ["web", "worker"]

@@ -134,8 +134,62 @@ def test_it_reports_an_unknown_private_dataset_policy_and_acls_on_r2():
 
 def test_it_reports_an_unknown_link_style_and_ckan_files_without_its_storage():
     with override_settings(LINK_STYLE="bucket"):
-        assert "uploads.E012" in ids(check_configuration())
+        assert "uploads.E016" in ids(check_configuration())
     with override_settings(LINK_STYLE="ckan_files", CKAN_FILES_STORAGE=""):
-        assert "uploads.E013" in ids(check_configuration())
+        assert "uploads.E017" in ids(check_configuration())
     with override_settings(LINK_STYLE="ckan_files", CKAN_FILES_STORAGE="uploads"):
-        assert not {"uploads.E012", "uploads.E013"} & ids(check_configuration())
+        assert not {"uploads.E016", "uploads.E017"} & ids(check_configuration())
+
+
+AZURE_OK = {
+    "DEBUG": True,
+    "CKAN_URL": "https://ckan.example.org",
+    "CKAN_API_TOKEN": "t",
+    "STORAGE_BACKEND": "azure",
+    "AZURE_STORAGE_ACCOUNT": "acct",
+    "AZURE_STORAGE_KEY": "a2V5",
+    "AZURE_STORAGE_CONTAINER": "uploads",
+    "STORAGE_BUCKET": "",
+    "STORAGE_ACCESS_KEY_ID": "",
+    "STORAGE_SECRET_ACCESS_KEY": "",
+}
+
+
+def test_azure_is_quiet_when_configured_and_needs_no_s3_settings():
+    with override_settings(**AZURE_OK):
+        assert check_configuration() == []
+    with override_settings(**{**AZURE_OK, "AZURE_STORAGE_KEY": "", "AZURE_STORAGE_CONNECTION_STRING": "x=y"}):
+        assert check_configuration() == []
+
+
+def test_partial_azure_storage_names_what_is_missing():
+    with override_settings(**{**AZURE_OK, "AZURE_STORAGE_KEY": "", "AZURE_STORAGE_CONTAINER": ""}):
+        [problem] = [p for p in check_configuration() if p.id == "uploads.E004"]
+    assert "AZURE_STORAGE_CONTAINER" in problem.msg and "AZURE_STORAGE_KEY" in problem.msg
+
+
+def test_an_unknown_backend_object_acls_on_azure_and_a_short_azure_key_are_errors():
+    with override_settings(**{**AZURE_OK, "STORAGE_BACKEND": "gcs"}):
+        assert "uploads.E012" in ids(check_configuration())
+    with override_settings(**{**AZURE_OK, "STORAGE_OBJECT_ACLS": True}):
+        assert "uploads.E013" in ids(check_configuration())
+    with override_settings(**{**AZURE_OK, "AZURE_EVENTS_WEBHOOK_KEY": "short"}):
+        assert "uploads.E014" in ids(check_configuration())
+    with override_settings(**{**AZURE_OK, "AZURE_STORAGE_ENDPOINT": "localhost:10000"}):
+        assert "uploads.E005" in ids(check_configuration())
+
+
+def test_an_azure_queue_without_credentials_is_an_error_even_on_s3():
+    with override_settings(
+        STORAGE_BACKEND="s3",
+        AZURE_EVENTS_QUEUE="blob-events",
+        AZURE_STORAGE_ACCOUNT="",
+        AZURE_STORAGE_KEY="",
+        AZURE_STORAGE_CONNECTION_STRING="",
+    ):
+        assert "uploads.E015" in ids(check_configuration())
+
+
+def test_values_the_settings_could_not_read_are_reported_through_settings():
+    with override_settings(CONFIG_ERRORS=["X_FLAG='maybe' is not a boolean (use true or false)."]):
+        assert "uploads.E001" in ids(check_configuration())

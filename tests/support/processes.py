@@ -31,7 +31,7 @@ def current_database_url() -> str:
 
 def child_environ(**overrides: str) -> dict[str, str]:
     """The environment of a child process: the test database, no .env, plus overrides."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "CKAN_", "SQS_", "CF_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "CKAN_", "SQS_", "CF_", "AZURE_"))}
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "dashboard.settings",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uploads.events
 
 # Every top-level name uploads/events.py defined before it became a package (other modules,
-# e.g. uploads.events_azure, import the underscore helpers from here).
+# e.g. uploads.events.azure, import the underscore helpers from here).
 FORMER_NAMES = [
     "Action",
     "EventParseError",

@@ -87,6 +87,8 @@ def configured_consumers() -> list[str]:
         names.append(EventSource.SQS.value)
     if settings.CF_QUEUE_ID:
         names.append(EventSource.R2_QUEUE.value)
+    if settings.AZURE_EVENTS_QUEUE:
+        names.append(EventSource.AZURE_QUEUE.value)
     return names
 
 

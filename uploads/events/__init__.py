@@ -10,7 +10,7 @@ One module per event shape, all ending in ``ObjectEvent``:
 - ``sqs``: which of those routes an SQS message body came through, recognised per message.
 
 Every name the former single module ``uploads/events.py`` defined is re-exported here (the
-underscore helpers too, for parsers in other modules such as ``uploads.events_azure``), so
+underscore helpers too, for parsers in other modules such as ``uploads.events.azure``), so
 ``from uploads.events import ...`` keeps working.
 """
 

@@ -18,10 +18,11 @@ from uuid import UUID
 
 from django.utils import timezone
 
-from uploads import storage
+from uploads import content_policy, storage
 from uploads.models import Upload, UploadState
 from uploads.services import ingest
 from uploads.services.issue import UploadConflict, upload_plan
+from uploads.validation import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,24 @@ def _finish_multipart(upload: Upload, claimed: list[ClientPart] | None) -> None:
         return
     check_parts(upload, stored, claimed)
     try:
-        storage.complete_multipart_upload(upload.key, upload_id=upload.multipart_upload_id, parts=stored)
+        storage.complete_multipart_upload(
+            upload.key,
+            upload_id=upload.multipart_upload_id,
+            parts=stored,
+            content_type=upload.content_type,
+            content_disposition=_content_disposition(upload),
+        )
     except storage.MultipartUploadGone:
         return
+
+
+def _content_disposition(upload: Upload) -> str:
+    """The disposition the object was issued with (stores that set it at completion need it again)."""
+    try:
+        return content_policy.decide(upload.content_type, upload.filename).content_disposition
+    except InvalidInput:
+        # An active type the operator no longer allows: never let the bucket serve it inline.
+        return content_policy.ATTACHMENT
 
 
 def complete_upload(*, upload: Upload, parts: list[ClientPart] | None = None) -> str:

@@ -143,7 +143,7 @@ def issue_upload(
             content_type=content_type,
             declared_size=size,
             declared_sha256=sha256,
-            bucket=settings.STORAGE_BUCKET,
+            bucket=storage.bucket_name(),
             key=key,
             requested_by=requested_by,
             requested_by_id=requested_by_id,

@@ -161,7 +161,7 @@ class Reconciler:
         progress: Progress | None = None,
     ) -> None:
         self.run = run
-        self.bucket = settings.STORAGE_BUCKET
+        self.bucket = storage.bucket_name()
         self.prefix = prefix
         self.seen = seen
         self.requested_fix = fix

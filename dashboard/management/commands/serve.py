@@ -172,6 +172,8 @@ class Command(BaseCommand):
             children.append(Child("sqs-consumer", [*manage, "consume_sqs"]))
         if env.get("CF_QUEUE_ID"):
             children.append(Child("r2-consumer", [*manage, "consume_r2_queue"]))
+        if env.get("AZURE_EVENTS_QUEUE"):
+            children.append(Child("azure-consumer", [*manage, "consume_azure_queue"]))
         return children
 
     def _start_embedded_storage(self, port: int) -> tuple[Any, dict[str, str]]:
