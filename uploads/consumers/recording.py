@@ -95,4 +95,3 @@ def record_messages(*, source: str, messages: Sequence[Message]) -> list[Tally]:
             close_old_connections()
             tallies.append(Tally(messages=1, failed=1))
     return tallies
-

@@ -94,8 +94,9 @@ def _upsert_events(rows: dict[str, StorageEvent]) -> dict[str, tuple[int, str, b
     ordered = sorted(rows.items())
     for _, event in ordered:
         params += [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _EVENT_FIELDS]
+    # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
     sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholder] * len(ordered))} "
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholder] * len(ordered))} "  # noqa: S608
         f"ON CONFLICT ({connection.ops.quote_name('dedupe_key')}) DO UPDATE SET "
         f"{deliveries} = {table}.{deliveries} + EXCLUDED.{deliveries}, {received} = EXCLUDED.{received} "
         f"RETURNING {connection.ops.quote_name('id')}, {connection.ops.quote_name('dedupe_key')}, "
@@ -127,9 +128,9 @@ def _update_uploads(uploads: Sequence[Upload]) -> None:
     if not uploads:
         return
     quote = connection.ops.quote_name
-    fields = [Upload._meta.get_field("id"), *(Upload._meta.get_field(name) for name in _MOVING_FIELDS)]
+    fields: list[Field[Any, Any]] = [Upload._meta.get_field(name) for name in ["id", *_MOVING_FIELDS]]  # type: ignore[misc]
     table = quote(Upload._meta.db_table)
-    names = [quote(f.column) for f in fields]  # type: ignore[union-attr]
+    names = [quote(f.column) for f in fields]
 
     def value(name: str, field: Any) -> str:
         # VALUES rows carry no column types on PostgreSQL (a column of NULLs is text): cast them.
@@ -140,10 +141,11 @@ def _update_uploads(uploads: Sequence[Upload]) -> None:
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
     params: list[Any] = []
     for upload in sorted(uploads, key=lambda u: str(u.pk)):
-        params += [f.get_db_prep_save(getattr(upload, f.attname), connection) for f in fields]  # type: ignore[union-attr]
+        params += [f.get_db_prep_save(getattr(upload, f.attname), connection) for f in fields]
     assignments = ", ".join(f"{name} = {value(name, f)}" for name, f in zip(names[1:], fields[1:], strict=True))
+    # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
     sql = (
-        f"WITH v ({', '.join(names)}) AS (VALUES {', '.join([placeholder] * len(uploads))}) "
+        f"WITH v ({', '.join(names)}) AS (VALUES {', '.join([placeholder] * len(uploads))}) "  # noqa: S608
         f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{names[0]} = {value(names[0], fields[0])}"
     )
     with connection.cursor() as cursor:
@@ -283,7 +285,8 @@ def _event_row(source: str, event: ObjectEvent, upload: Upload | None, now: date
     )
 
 
-@transaction.atomic
+# No savepoint of its own: every caller lets a failure abort its whole transaction anyway.
+@transaction.atomic(savepoint=False)
 def record_batch(*, source: str, items: Sequence[ObjectEvent | Unreadable]) -> list[RecordResult]:
     """Record a batch of events and unreadable messages in a constant number of statements.
 
