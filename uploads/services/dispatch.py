@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.brokers.orm import ORM
@@ -65,7 +65,7 @@ def send_link_tasks(links: Sequence[tuple[UUID, str, str]]) -> None:
 
 
 def enqueue_links(links: Sequence[tuple[UUID, str, str]]) -> None:
-    """Ask workers to link these uploads after the current transaction commits (one push for all).
+    """Ask workers to link these uploads once the current transaction commits (one push for all).
 
     A task is only a trigger: the ledger row says what is due, and the sweep re-enqueues
     anything whose task was lost, so a broker hiccup here delays a link but never loses it.
@@ -73,7 +73,18 @@ def enqueue_links(links: Sequence[tuple[UUID, str, str]]) -> None:
     if not links:
         return
     pending = list(links)
-    transaction.on_commit(lambda: send_link_tasks(pending))
+    if _broker_in_this_database():
+        # The ORM broker's table is in the ledger's database: the tasks' one INSERT joins the
+        # transaction, so they become visible exactly when the data commits (and vanish with a
+        # rollback), without a second commit.
+        send_link_tasks(pending)
+    else:
+        transaction.on_commit(lambda: send_link_tasks(pending))
+
+
+def _broker_in_this_database() -> bool:
+    other = Conf.SYNC or Conf.BROKER_CLASS or Conf.IRON_MQ or Conf.SQS  # get_broker's order: these win
+    return Conf.ORM == DEFAULT_DB_ALIAS and not other
 
 
 def enqueue_link(upload_id: UUID, *, trigger: str, triggered_by: str = "") -> None:

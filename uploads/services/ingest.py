@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import connection, transaction
-from django.db.models import Field
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import DateTimeField, Field
 from django.utils import timezone
 
 from uploads import storage
@@ -72,40 +72,62 @@ class RecordResult:
 # --- the one INSERT ---------------------------------------------------------------------------
 
 _EVENT_FIELDS: list[Field[Any, Any]] = [f for f in StorageEvent._meta.concrete_fields if not f.primary_key]
+Row = dict[str, Any]  # a StorageEvent's column values by attribute name
 
 
-def _upsert_events(rows: dict[str, StorageEvent]) -> dict[str, tuple[int, str, bool]]:
+class _Params:
+    """Values as the database takes them (each distinct time prepared once: a batch shares ``now``)."""
+
+    def __init__(self) -> None:
+        self.db = connections[DEFAULT_DB_ALIAS]  # the connection itself: the proxy costs a lookup per call
+        self.times: dict[datetime, Any] = {}
+
+    def of(self, field: Field[Any, Any], value: Any) -> Any:
+        if isinstance(value, datetime) and isinstance(field, DateTimeField):
+            prepared = self.times.get(value)
+            if prepared is None:
+                prepared = self.times[value] = field.get_db_prep_save(value, self.db)
+            return prepared
+        return field.get_db_prep_save(value, self.db)
+
+
+def _new_row(**values: Any) -> Row:
+    row = {f.attname: f.get_default() for f in _EVENT_FIELDS}
+    row.update(values)
+    return row
+
+
+def _upsert_events(rows: dict[str, Row], params: _Params) -> dict[str, tuple[int, str, bool]]:
     """Insert new events and count repeats of known ones, in one statement.
 
-    ``rows`` maps a dedupe key to an unsaved event whose ``deliveries`` is how often it occurs in
-    this batch. Returns, per dedupe key, (id, stored status, created). A row that existed comes
+    ``rows`` maps a dedupe key to an event's values, whose ``deliveries`` is how often it occurs
+    in this batch. Returns, per dedupe key, (id, stored status, created). A row that existed comes
     back with more deliveries than this batch brought, so "created" needs no second read; a
     concurrent insert of the same event is counted, not crashed (the unique index decides).
     """
     if not rows:
         return {}
-    table = connection.ops.quote_name(StorageEvent._meta.db_table)
-    columns = [connection.ops.quote_name(f.column) for f in _EVENT_FIELDS]
-    deliveries = connection.ops.quote_name("deliveries")
-    received = connection.ops.quote_name("last_received_at")
+    quote = params.db.ops.quote_name
+    table = quote(StorageEvent._meta.db_table)
+    columns = [quote(f.column) for f in _EVENT_FIELDS]
+    deliveries, received = quote("deliveries"), quote("last_received_at")
     placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    params: list[Any] = []
+    values: list[Any] = []
     # Sorted, so concurrent batches lock existing rows in the same order (no deadlock).
     ordered = sorted(rows.items())
-    for _, event in ordered:
-        params += [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _EVENT_FIELDS]
+    for _, row in ordered:
+        values += [params.of(f, row[f.attname]) for f in _EVENT_FIELDS]
     # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
     sql = (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholder] * len(ordered))} "  # noqa: S608
-        f"ON CONFLICT ({connection.ops.quote_name('dedupe_key')}) DO UPDATE SET "
+        f"ON CONFLICT ({quote('dedupe_key')}) DO UPDATE SET "
         f"{deliveries} = {table}.{deliveries} + EXCLUDED.{deliveries}, {received} = EXCLUDED.{received} "
-        f"RETURNING {connection.ops.quote_name('id')}, {connection.ops.quote_name('dedupe_key')}, "
-        f"{deliveries}, {connection.ops.quote_name('status')}"
+        f"RETURNING {quote('id')}, {quote('dedupe_key')}, {deliveries}, {quote('status')}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    with params.db.cursor() as cursor:
+        cursor.execute(sql, values)
         returned = cursor.fetchall()
-    return {key: (pk, status, count == rows[key].deliveries) for pk, key, count, status in returned}
+    return {key: (pk, status, count == rows[key]["deliveries"]) for pk, key, count, status in returned}
 
 
 # --- the one UPDATE ---------------------------------------------------------------------------
@@ -123,33 +145,34 @@ _MOVING_FIELDS = [
 ]
 
 
-def _update_uploads(uploads: Sequence[Upload]) -> None:
+def _update_uploads(uploads: Sequence[Upload], params: _Params) -> None:
     """Write the moving fields of these (locked, changed) uploads in one UPDATE ... FROM (VALUES)."""
     if not uploads:
         return
-    quote = connection.ops.quote_name
+    db = params.db
+    quote = db.ops.quote_name
     fields: list[Field[Any, Any]] = [Upload._meta.get_field(name) for name in ["id", *_MOVING_FIELDS]]  # type: ignore[misc]
     table = quote(Upload._meta.db_table)
     names = [quote(f.column) for f in fields]
 
     def value(name: str, field: Any) -> str:
         # VALUES rows carry no column types on PostgreSQL (a column of NULLs is text): cast them.
-        if connection.vendor == "postgresql":
-            return f"CAST(v.{name} AS {field.db_type(connection)})"
+        if db.vendor == "postgresql":
+            return f"CAST(v.{name} AS {field.db_type(db)})"
         return f"v.{name}"
 
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params: list[Any] = []
+    values: list[Any] = []
     for upload in sorted(uploads, key=lambda u: str(u.pk)):
-        params += [f.get_db_prep_save(getattr(upload, f.attname), connection) for f in fields]
+        values += [params.of(f, getattr(upload, f.attname)) for f in fields]
     assignments = ", ".join(f"{name} = {value(name, f)}" for name, f in zip(names[1:], fields[1:], strict=True))
     # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
     sql = (
         f"WITH v ({', '.join(names)}) AS (VALUES {', '.join([placeholder] * len(uploads))}) "  # noqa: S608
         f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{names[0]} = {value(names[0], fields[0])}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    with db.cursor() as cursor:
+        cursor.execute(sql, values)
 
 
 # --- the rules (one place, for one upload and for a batch) -----------------------------------
@@ -243,14 +266,14 @@ def _storable_text(raw_body: str | bytes) -> tuple[str, bool]:
     return text, False
 
 
-def _unreadable_row(source: str, item: Unreadable, now: datetime) -> tuple[str, StorageEvent]:
+def _unreadable_row(source: str, item: Unreadable, now: datetime) -> tuple[str, Row]:
     raw = item.raw_body if isinstance(item.raw_body, bytes) else item.raw_body.encode("utf-8", errors="surrogatepass")
     dedupe_key = hashlib.sha256(b"unparseable\x00" + raw).hexdigest()
     text, truncated = _storable_text(item.raw_body)
     message = item.error[:MAX_PARSE_ERROR_CHARS]
     if truncated:
         message += f" (body truncated to {MAX_RAW_BODY_CHARS} characters of {len(raw)} bytes)"
-    row = StorageEvent(
+    row = _new_row(
         source=source,
         dedupe_key=dedupe_key,
         status=EventStatus.UNPARSEABLE,
@@ -264,10 +287,10 @@ def _unreadable_row(source: str, item: Unreadable, now: datetime) -> tuple[str, 
     return dedupe_key, row
 
 
-def _event_row(source: str, event: ObjectEvent, upload: Upload | None, now: datetime) -> StorageEvent:
-    return StorageEvent(
+def _event_row(source: str, event: ObjectEvent, dedupe_key: str, upload: Upload | None, now: datetime) -> Row:
+    return _new_row(
         source=source,
-        dedupe_key=event.dedupe_key,
+        dedupe_key=dedupe_key,
         status=EventStatus.MATCHED if upload else EventStatus.UNMATCHED,
         action=event.action,
         event_name=event.event_name,
@@ -303,23 +326,26 @@ def record_batch(*, source: str, items: Sequence[ObjectEvent | Unreadable]) -> l
     uploads: dict[str, Upload] = {}
     if wanted:
         # Locked (PostgreSQL), in one order for everyone, so concurrent batches cannot deadlock.
-        uploads = {u.key: u for u in Upload.objects.select_for_update().filter(key__in=wanted).order_by("pk")}
+        found = Upload.objects.select_for_update().filter(key__in=wanted).order_by("pk")
+        uploads = {u.key: u for u in found.only("key", "bucket", *_MOVING_FIELDS)}
 
-    rows: dict[str, StorageEvent] = {}
+    params = _Params()
+    rows: dict[str, Row] = {}
     firsts: dict[str, int] = {}
     for index, item in enumerate(items):
         if isinstance(item, ObjectEvent):
             key = keys[index]
             if key not in rows:
                 upload = uploads.get(item.key)
-                rows[key] = _event_row(source, item, upload if upload and upload.bucket == item.bucket else None, now)
+                match = upload if upload and upload.bucket == item.bucket else None
+                rows[key] = _event_row(source, item, key, match, now)
         else:
             key, row = _unreadable_row(source, item, now)
             keys[index] = key
             rows.setdefault(key, row)
-        rows[key].deliveries += 1
+        rows[key]["deliveries"] += 1
         firsts.setdefault(key, index)
-    stored = _upsert_events(rows)
+    stored = _upsert_events(rows, params)
 
     results = []
     fresh: dict[UUID, list[ObjectEvent]] = {}
@@ -331,8 +357,8 @@ def record_batch(*, source: str, items: Sequence[ObjectEvent | Unreadable]) -> l
         if not new:
             continue
         if isinstance(item, Unreadable):
-            log.warning("kept an unreadable %s message (event %s): %s", source, pk, rows[keys[index]].parse_error)
-        elif rows[keys[index]].upload_id is None:
+            log.warning("kept an unreadable %s message (event %s): %s", source, pk, rows[keys[index]]["parse_error"])
+        elif rows[keys[index]]["upload_id"] is None:
             unmatched.append(item)
         else:
             fresh.setdefault(uploads[item.key].pk, []).append(item)
@@ -359,7 +385,7 @@ def record_batch(*, source: str, items: Sequence[ObjectEvent | Unreadable]) -> l
             moved.append(upload)
         if relink:
             links.append((upload.pk, LinkTrigger.EVENT, ""))
-    _update_uploads(moved)
+    _update_uploads(moved, params)
     enqueue_links(links)
     return results
 
@@ -406,7 +432,7 @@ def record_client_complete(*, upload_id: UUID, info: ObjectInfo) -> RecordResult
     dedupe_key = hashlib.sha256(
         f"client-complete\x00{upload.pk}\x00{storage.normal_etag(info.etag)}".encode()
     ).hexdigest()
-    row = StorageEvent(
+    row = _new_row(
         source=EventSource.CLIENT,
         dedupe_key=dedupe_key,
         status=EventStatus.MATCHED,
@@ -417,10 +443,11 @@ def record_client_complete(*, upload_id: UUID, info: ObjectInfo) -> RecordResult
         size=info.size,
         etag=info.etag,
         event_time=now,
-        upload=upload,
+        upload_id=upload.pk,
         first_received_at=now,
         last_received_at=now,
+        deliveries=1,
     )
-    pk, status, created = _upsert_events({dedupe_key: row})[dedupe_key]
+    pk, status, created = _upsert_events({dedupe_key: row}, _Params())[dedupe_key]
     mark_object_seen(upload, size=info.size, etag=info.etag, seen_at=now, trigger=LinkTrigger.COMPLETE)
     return RecordResult(event_id=pk, status=status, duplicate=not created)
