@@ -126,7 +126,7 @@ def run_backend(database_url: str, *, bodies: int, rounds: int) -> dict[str, flo
         import sqlite3
 
         other_process = sqlite3.connect(connection.settings_dict["NAME"])
-        other_process.execute("SELECT 1")
+        other_process.execute("SELECT count(*) FROM sqlite_master").fetchall()  # opens the WAL index
     client = Client()
     distinct = BODY - 10
 

@@ -81,9 +81,13 @@ def enqueued(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    """Each test starts with an empty cache (who a token belongs to is cached across requests)."""
+def _fresh_cache(request):
+    """Each test starts with an empty cache (who a token belongs to is cached across requests).
+
+    Without Redis the cache is a database table: only a test with database access can use it.
+    """
     from django.core.cache import cache
 
-    cache.clear()
+    if request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames):
+        cache.clear()
     yield
