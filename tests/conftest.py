@@ -88,6 +88,9 @@ def _fresh_cache(request):
     """
     from django.core.cache import cache
 
+    from uploads.services.owner import forget_local_identities
+
+    forget_local_identities()
     if request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames):
         cache.clear()
     yield
