@@ -91,6 +91,15 @@ def _fresh_cache(request):
     from uploads.services.owner import forget_local_identities
 
     forget_local_identities()
-    if request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames):
-        cache.clear()
+    names = set(request.fixturenames)
+    if not request.node.get_closest_marker("django_db"):
+        # A fixture of the test asks for the database later: open it now, for the cache's table.
+        for name in ("transactional_db", "db"):
+            if name in names:
+                request.getfixturevalue(name)
+                break
+        else:
+            yield
+            return
+    cache.clear()
     yield
