@@ -296,3 +296,38 @@ def test_link_tasks_go_to_redis_in_one_command(redis_broker, monkeypatch):
     tasks = [SignedPackage.loads(redis_broker.dequeue()[0][1]) for _ in ids]
     assert [t["args"] for t in tasks] == [(str(i), "replay", "alice") for i in ids]
     assert {t["group"] for t in tasks} == {"link"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_new_event_recorded_by_two_processes_at_once_is_one_row_and_one_link():
+    """Two consumers (threads with their own connections) race to record one new event."""
+    import threading
+
+    from django.db import connections
+
+    upload = make_upload()
+    [event] = parse_r2_body(r2(upload.key))
+    barrier = threading.Barrier(2)
+    results: list = []
+    errors: list = []
+
+    def consumer() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(ingest.record_batch(source="webhook", items=[event, event])[0])
+        except Exception as exc:  # the assertion below shows it
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=consumer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(r.duplicate for r in results) == [False, True]
+    assert StorageEvent.objects.get().deliveries == 4
+    assert len(link_tasks()) == 1
+    upload.refresh_from_db()
+    assert upload.state == UploadState.UPLOADED
