@@ -1,11 +1,11 @@
 """Record storage events (and the client's ``complete`` hint) in the ledger, once each, set-based.
 
 Every path that says "an object was seen" ends here: events are deduplicated by their content,
-a duplicate only counts a delivery, and a new event moves its Upload and enqueues the link
-after commit. A body, a queue batch or any list of events costs a constant number of SQL
+a duplicate only counts a delivery, and a new event moves its Upload and enqueues the link,
+which workers see once it commits. A body, a queue batch or any list of events costs a constant number of SQL
 statements whatever its length (:func:`record_batch`): one SELECT of the matching uploads, one
 INSERT of the events that counts repeats in place (``ON CONFLICT DO UPDATE``), one UPDATE of
-the uploads that move, and one push of all their link tasks after commit.
+the uploads that move, and one push of all their link tasks (visible to workers once it commits).
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def record_batch(*, source: str, items: Sequence[ObjectEvent | Unreadable]) -> l
     Returns one result per item, in order. Within the batch, a repeat of an earlier item is a
     duplicate (counted as a delivery), as it would be recorded one after the other. The new
     events of one upload are applied in their order (sequencer, else event time); its link is
-    enqueued once, after commit.
+    enqueued once (visible to workers when the batch commits).
     """
     if not items:
         return []
