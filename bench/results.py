@@ -14,8 +14,14 @@ def emit(
     unit: str,
     higher_is_better: bool = False,
     goal_ratio: float | None = None,
+    goal_difference: float | None = None,
 ) -> None:
-    """Print one measure with its baseline from the same run (and the ratio goal, if the benchmark has one)."""
+    """Print one measure with its baseline from the same run (and its goal, if the benchmark has one).
+
+    ``goal_ratio`` bounds value / baseline; ``goal_difference`` bounds value - baseline (in ``unit``),
+    for a cost that must stay within an absolute margin of the baseline (below it, or above it
+    with ``higher_is_better``).
+    """
     record = {
         "benchmark": benchmark,
         "measure": measure,
@@ -25,6 +31,7 @@ def emit(
         "ratio": value / baseline if baseline else None,
         "higher_is_better": higher_is_better,
         "goal_ratio": goal_ratio,
+        "goal_difference": goal_difference,
     }
     print("RESULT " + json.dumps(record), flush=True)
 

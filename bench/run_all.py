@@ -58,6 +58,13 @@ def run(script: Path, *, quick: bool) -> Outcome:
 def verdict(result: dict[str, Any]) -> tuple[str, str]:
     """The goal column and pass/miss ("-" when the benchmark sets no goal)."""
     goal, ratio = result.get("goal_ratio"), result.get("ratio")
+    margin = result.get("goal_difference")
+    if margin is not None:
+        difference = result["value"] - result["baseline"]
+        unit = result.get("unit", "")
+        if result.get("higher_is_better"):
+            return f">= baseline - {margin:g} {unit}", "pass" if difference >= -margin else "MISS"
+        return f"<= baseline + {margin:g} {unit}", "pass" if difference <= margin else "MISS"
     if goal is None or ratio is None:
         return "-", "-"
     if result.get("higher_is_better"):

@@ -88,7 +88,9 @@ def _database_config(url: str) -> dict[str, Any]:
         # Web, qcluster workers and consumers share one file: WAL lets readers run beside a
         # writer, IMMEDIATE takes the write lock up front so concurrent writers wait for
         # each other (busy timeout) instead of failing with "database is locked".
-        config["CONN_MAX_AGE"] = 0
+        # Kept open like PostgreSQL's (conn_max_age above): opening a connection costs a file
+        # open and the PRAGMAs on every request, closing the last one a WAL checkpoint
+        # (measured in bench/bench_issue.py, docs/benchmarks.md).
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
@@ -246,14 +248,25 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
-# The identity cache (which CKAN user a token belongs to) is shared by every process when Redis
-# is there; otherwise each process keeps its own.
+# The identity cache (which CKAN user a token belongs to) is shared by every process: in Redis
+# when it is there, else in a table of the ledger's database (created by migrate, see
+# uploads/apps.py), so web workers, qcluster and consumers ask CKAN once per token, not once each.
+CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "ckanrec",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "ckanrec_cache",
+            "KEY_PREFIX": "ckanrec",
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
         }
     }
 

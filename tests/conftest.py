@@ -109,10 +109,26 @@ def enqueued(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    """Each test starts with an empty cache (who a token belongs to is cached across requests)."""
+def _fresh_cache(request):
+    """Each test starts with an empty cache (who a token belongs to is cached across requests).
+
+    Without Redis the cache is a database table: only a test with database access can use it.
+    """
     from django.core.cache import cache
 
+    from uploads.services.owner import forget_local_identities
+
+    forget_local_identities()
+    names = set(request.fixturenames)
+    if not request.node.get_closest_marker("django_db"):
+        # A fixture of the test asks for the database later: open it now, for the cache's table.
+        for name in ("transactional_db", "db"):
+            if name in names:
+                request.getfixturevalue(name)
+                break
+        else:
+            yield
+            return
     cache.clear()
     yield
 

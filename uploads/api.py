@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -352,8 +353,18 @@ def _client_address(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+_ANY_ID = UUID(int=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _path_template(name: str, script_prefix: str) -> str:
+    # reverse() resolves the whole URLconf each call; an upload's paths differ only by its id.
+    return reverse(f"api-v1:{name}", args=[_ANY_ID])
+
+
 def _url(request: HttpRequest, name: str, upload_id: UUID) -> str:
-    return request.build_absolute_uri(reverse(f"api-v1:{name}", args=[upload_id]))
+    path = _path_template(name, get_script_prefix()).replace(str(_ANY_ID), str(upload_id))
+    return request.build_absolute_uri(path)
 
 
 def _part_out(part: issue.PartUrl) -> dict[str, Any]:

@@ -45,3 +45,18 @@ def test_a_benchmark_that_crashes_or_prints_nothing_fails_the_run(tmp_path):
     lines, ok = table([crashed, silent])
     assert not ok
     assert "FAILED: exited with 3" in lines[-2] and "FAILED: printed no RESULT line" in lines[-1]
+
+
+def test_an_absolute_difference_goal_is_judged_on_value_minus_baseline(tmp_path):
+    path = script(
+        tmp_path,
+        "overhead",
+        """
+        emit(benchmark="issue", measure="own", value=1.4, baseline=0.5, unit="ms", goal_difference=1.0)
+        emit(benchmark="issue", measure="slow", value=2.0, baseline=0.5, unit="ms", goal_difference=1.0)
+        """,
+    )
+    lines, ok = table([run(path, quick=True)])
+    assert not ok
+    assert "| issue | own | 1.4 ms | 0.5 ms | 2.80x | <= baseline + 1 ms | pass |" in lines
+    assert "| issue | slow | 2 ms | 0.5 ms | 4.00x | <= baseline + 1 ms | MISS |" in lines

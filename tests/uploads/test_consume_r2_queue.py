@@ -105,7 +105,7 @@ def test_a_consumer_killed_after_recording_but_before_acking_counts_the_redelive
 def test_a_message_that_cannot_be_recorded_is_retried_then_recorded(queue, enqueued, monkeypatch):
     upload = make_upload()
     message_id = queue.send(notification(upload.key))
-    real = ingest.record_event
+    real = ingest.record_batch
     calls = {"n": 0}
 
     def flaky(**kwargs):
@@ -114,7 +114,7 @@ def test_a_message_that_cannot_be_recorded_is_retried_then_recorded(queue, enque
             raise OperationalError("database is locked")
         return real(**kwargs)
 
-    monkeypatch.setattr(ingest, "record_event", flaky)
+    monkeypatch.setattr(ingest, "record_batch", flaky)
     consumer = consumer_for(queue, retry_delay_seconds=0)
     first = consumer.poll_once()
     assert (first.failed, queue.retried, queue.acked) == (1, [message_id], [])

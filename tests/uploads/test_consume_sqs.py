@@ -113,13 +113,13 @@ def test_a_message_that_cannot_be_recorded_is_not_deleted(sqs_env, enqueued, mon
     def broken(**kwargs):
         raise OperationalError("database is locked")
 
-    real = ingest.record_event
-    monkeypatch.setattr(ingest, "record_event", broken)
+    real = ingest.record_batch
+    monkeypatch.setattr(ingest, "record_batch", broken)
     tally = consumer(sqs_env).run(once=True)
     assert tally.failed == 1
     assert not StorageEvent.objects.filter(action="created").exists()
 
-    monkeypatch.setattr(ingest, "record_event", real)
+    monkeypatch.setattr(ingest, "record_batch", real)
     wait_for(lambda: consumer(sqs_env).run(once=True).events, timeout=10, interval=0.5, what="the redelivery")
     assert StorageEvent.objects.get(action="created").upload == upload
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from uploads.consumers.backoff import Backoff
-from uploads.consumers.recording import Tally, record_message
+from uploads.consumers.recording import Message, Tally, record_messages
 from uploads.consumers.signals import StoppableLoop
 from uploads.events.azure import parse_azure_queue_message
 from uploads.models import EventSource
@@ -89,18 +89,19 @@ class AzureQueueConsumer(StoppableLoop):
         except AzureError as exc:
             raise AzureQueueError(f"could not receive from the Azure queue: {_reason(exc)}") from None
 
-    def handle(self, message: QueueMessage) -> Tally:
-        """Record one message; failed=1 when it could not be recorded."""
-        content = message.content
-        raw_body = content if isinstance(content, str | bytes) else repr(content)
-        try:
-            return record_message(
-                source=EventSource.AZURE_QUEUE, raw_body=raw_body, parse=lambda: parse_azure_queue_message(content)
-            )
-        except Exception:
-            log.exception("could not record Azure queue message %s; it will be redelivered", message.id)
-            close_old_connections()
-            return Tally(messages=1, failed=1)
+    def record(self, messages: list[QueueMessage]) -> list[Tally]:
+        """Record received messages as one batch; a tally per message (failed=1: not recorded).
+
+        A message not recorded is not deleted: the queue shows it again after its visibility
+        timeout, so a database outage loses nothing.
+        """
+
+        def message(raw: QueueMessage) -> Message:
+            content = raw.content
+            raw_body = content if isinstance(content, str | bytes) else repr(content)
+            return Message(raw_body=raw_body, parse=lambda: parse_azure_queue_message(content), id=str(raw.id))
+
+        return record_messages(source=EventSource.AZURE_QUEUE, messages=[message(m) for m in messages])
 
     def delete(self, message: QueueMessage) -> None:
         try:
@@ -118,8 +119,7 @@ class AzureQueueConsumer(StoppableLoop):
         messages = self.receive()
         self.busy = True
         try:
-            for message in messages:
-                outcome = self.handle(message)
+            for message, outcome in zip(messages, self.record(messages) if messages else [], strict=True):
                 tally.add(outcome)
                 if not outcome.failed:
                     self.delete(message)

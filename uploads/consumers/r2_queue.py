@@ -14,7 +14,7 @@ import requests
 from django.db import close_old_connections
 
 from uploads.consumers.backoff import Backoff
-from uploads.consumers.recording import Tally, record_message
+from uploads.consumers.recording import Message, Tally, record_messages
 from uploads.consumers.signals import StoppableLoop
 from uploads.events import parse_r2_pulled_message
 from uploads.models import EventSource
@@ -102,18 +102,18 @@ class R2QueueConsumer(StoppableLoop):
         self.retry_delay_seconds = retry_delay_seconds
         self.idle_seconds = idle_seconds
 
-    def handle(self, message: dict[str, Any]) -> Tally:
-        """Record one pulled message; failed=1 when it could not be recorded."""
-        raw = message.get("body")
-        raw_body = raw if isinstance(raw, str) else repr(raw)
-        try:
-            return record_message(
-                source=EventSource.R2_QUEUE, raw_body=raw_body, parse=lambda: parse_r2_pulled_message(message)
+    def record(self, messages: list[dict[str, Any]]) -> list[Tally]:
+        """Record pulled messages as one batch; a tally per message (failed=1: not recorded, retried)."""
+
+        def message(raw: dict[str, Any]) -> Message:
+            body = raw.get("body")
+            return Message(
+                raw_body=body if isinstance(body, str) else repr(body),
+                parse=lambda: parse_r2_pulled_message(raw),
+                id=str(raw.get("id", "")),
             )
-        except Exception:
-            log.exception("could not record queue message %s; it will be retried", message.get("id"))
-            close_old_connections()
-            return Tally(messages=1, failed=1)
+
+        return record_messages(source=EventSource.R2_QUEUE, messages=[message(m) for m in messages])
 
     def poll_once(self) -> Tally:
         """One pull: record each message, then ack the recorded ones and retry the others."""
@@ -124,8 +124,7 @@ class R2QueueConsumer(StoppableLoop):
         messages = self.client.pull(batch_size=self.batch_size, visibility_timeout_ms=self.visibility_timeout_ms)
         self.busy = True
         try:
-            for message in messages:
-                outcome = self.handle(message)
+            for message, outcome in zip(messages, self.record(messages) if messages else [], strict=True):
                 tally.add(outcome)
                 lease = message.get("lease_id")
                 if isinstance(lease, str) and lease:

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.db import close_old_connections
 
 from uploads.consumers.backoff import Backoff
-from uploads.consumers.recording import Tally, record_message
+from uploads.consumers.recording import Message, Tally, record_messages
 from uploads.consumers.signals import StoppableLoop
 from uploads.events import parse_sqs_body
 from uploads.models import EventSource
@@ -88,17 +88,18 @@ class SqsConsumer(StoppableLoop):
             raise ConsumerError(f"could not receive from SQS: {_reason(exc)}") from None
         return list(answer.get("Messages", []))
 
-    def handle(self, message: dict[str, Any]) -> Tally:
-        """Record one message; returns a tally with failed=1 when it could not be recorded."""
-        body = message.get("Body", "")
-        try:
-            return record_message(source=EventSource.SQS, raw_body=body, parse=lambda: parse_sqs_body(body))
-        except Exception:
-            # Not deleted: SQS shows it again after the visibility timeout (and dead-letters it
-            # after the queue's maxReceiveCount), so a database outage loses nothing.
-            log.exception("could not record SQS message %s; it will be redelivered", message.get("MessageId"))
-            close_old_connections()
-            return Tally(messages=1, failed=1)
+    def record(self, messages: list[dict[str, Any]]) -> list[Tally]:
+        """Record received messages as one batch; a tally per message (failed=1: not recorded).
+
+        A message not recorded is not deleted: SQS shows it again after the visibility timeout
+        (and dead-letters it after the queue's maxReceiveCount), so a database outage loses nothing.
+        """
+
+        def message(raw: dict[str, Any]) -> Message:
+            body = raw.get("Body", "")
+            return Message(raw_body=body, parse=lambda: parse_sqs_body(body), id=str(raw.get("MessageId", "")))
+
+        return record_messages(source=EventSource.SQS, messages=[message(m) for m in messages])
 
     def delete(self, messages: list[dict[str, Any]]) -> None:
         if not messages:
@@ -121,8 +122,7 @@ class SqsConsumer(StoppableLoop):
         messages = self.receive(wait_seconds)
         self.busy = True
         try:
-            for message in messages:
-                outcome = self.handle(message)
+            for message, outcome in zip(messages, self.record(messages) if messages else [], strict=True):
                 tally.add(outcome)
                 if not outcome.failed:
                     done.append(message)

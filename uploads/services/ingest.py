@@ -1,20 +1,25 @@
-"""Record storage events (and the client's ``complete`` hint) in the ledger, once each.
+"""Record storage events (and the client's ``complete`` hint) in the ledger, once each, set-based.
 
 Every path that says "an object was seen" ends here: events are deduplicated by their content,
-a duplicate only counts a delivery, and a new event moves its Upload and enqueues the link
-after commit.
+a duplicate only counts a delivery, and a new event moves its Upload and enqueues the link,
+which workers see once it commits. A body, a queue batch or any list of events costs a constant number of SQL
+statements whatever its length (:func:`record_batch`): one SELECT of the matching uploads, one
+INSERT of the events that counts repeats in place (``ON CONFLICT DO UPDATE``), one UPDATE of
+the uploads that move, and one push of all their link tasks (visible to workers once it commits).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import DateTimeField, Field
 from django.utils import timezone
 
 from uploads import storage
@@ -28,7 +33,7 @@ from uploads.models import (
     Upload,
     UploadState,
 )
-from uploads.services.dispatch import enqueue_link
+from uploads.services.dispatch import enqueue_link, enqueue_links
 from uploads.services.link import OBJECT_NOT_FOUND
 from uploads.storage import ObjectInfo
 
@@ -40,143 +45,216 @@ CLIENT_COMPLETE_EVENT = "client:complete"
 
 
 @dataclass(frozen=True)
-class RecordResult:
-    """What recording one event did."""
+class Unreadable:
+    """A message that could not be parsed: kept raw (bounded) so it is shown rather than dropped."""
 
-    event: StorageEvent
+    raw_body: str | bytes
+    error: str
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What recording one event (or unreadable message) did."""
+
+    event_id: int
+    status: str
     duplicate: bool
 
     @property
     def unmatched(self) -> bool:
-        return self.event.status == EventStatus.UNMATCHED
+        return self.status == EventStatus.UNMATCHED
 
     @property
     def unparseable(self) -> bool:
-        return self.event.status == EventStatus.UNPARSEABLE
+        return self.status == EventStatus.UNPARSEABLE
 
 
-def _count_delivery(dedupe_key: str, now: datetime) -> StorageEvent:
-    """A repeated delivery: count it, change nothing else."""
-    StorageEvent.objects.filter(dedupe_key=dedupe_key).update(deliveries=F("deliveries") + 1, last_received_at=now)
-    return StorageEvent.objects.get(dedupe_key=dedupe_key)
+# --- the one INSERT ---------------------------------------------------------------------------
+
+_EVENT_FIELDS: list[Field[Any, Any]] = [f for f in StorageEvent._meta.concrete_fields if not f.primary_key]
+Row = dict[str, Any]  # a StorageEvent's column values by attribute name
 
 
-def _create_once(fields: dict[str, object], dedupe_key: str, now: datetime) -> tuple[StorageEvent, bool]:
-    """Insert the event, or count a delivery when it exists (also when a concurrent insert won)."""
-    if StorageEvent.objects.filter(dedupe_key=dedupe_key).exists():
-        return _count_delivery(dedupe_key, now), False
-    try:
-        # A savepoint, so losing the race to a concurrent duplicate leaves the transaction usable.
-        with transaction.atomic():
-            event = StorageEvent.objects.create(
-                dedupe_key=dedupe_key, first_received_at=now, last_received_at=now, **fields
-            )
-    except IntegrityError:
-        return _count_delivery(dedupe_key, now), False
-    return event, True
+class _Params:
+    """Values as the database takes them (each distinct time prepared once: a batch shares ``now``)."""
+
+    def __init__(self) -> None:
+        self.db = connections[DEFAULT_DB_ALIAS]  # the connection itself: the proxy costs a lookup per call
+        self.times: dict[datetime, Any] = {}
+
+    def of(self, field: Field[Any, Any], value: Any) -> Any:
+        if isinstance(value, datetime) and isinstance(field, DateTimeField):
+            prepared = self.times.get(value)
+            if prepared is None:
+                prepared = self.times[value] = field.get_db_prep_save(value, self.db)
+            return prepared
+        return field.get_db_prep_save(value, self.db)
 
 
-def _match(event: ObjectEvent) -> Upload | None:
-    return Upload.objects.filter(key=event.key, bucket=event.bucket).first()
+def _new_row(**values: Any) -> Row:
+    row = {f.attname: f.get_default() for f in _EVENT_FIELDS}
+    row.update(values)
+    return row
 
 
-@transaction.atomic
-def record_event(*, source: str, event: ObjectEvent) -> RecordResult:
-    """Record one storage event (deduplicated); a new, matched event moves its Upload."""
-    now = timezone.now()
-    upload = _match(event)
-    stored, created = _create_once(
-        {
-            "source": source,
-            "status": EventStatus.MATCHED if upload else EventStatus.UNMATCHED,
-            "action": event.action,
-            "event_name": event.event_name,
-            "bucket": event.bucket,
-            "key": event.key,
-            "size": event.size,
-            "etag": event.etag,
-            "event_time": event.event_time,
-            "sequencer": event.sequencer,
-            "payload": event.payload,
-            "upload": upload,
-        },
-        event.dedupe_key,
-        now,
+def _upsert_events(rows: dict[str, Row], params: _Params) -> dict[str, tuple[int, str, bool]]:
+    """Insert new events and count repeats of known ones, in one statement.
+
+    ``rows`` maps a dedupe key to an event's values, whose ``deliveries`` is how often it occurs
+    in this batch. Returns, per dedupe key, (id, stored status, created). A row that existed comes
+    back with more deliveries than this batch brought, so "created" needs no second read; a
+    concurrent insert of the same event is counted, not crashed (the unique index decides).
+    """
+    if not rows:
+        return {}
+    quote = params.db.ops.quote_name
+    table = quote(StorageEvent._meta.db_table)
+    columns = [quote(f.column) for f in _EVENT_FIELDS]
+    deliveries, received = quote("deliveries"), quote("last_received_at")
+    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    values: list[Any] = []
+    # Sorted, so concurrent batches lock existing rows in the same order (no deadlock).
+    ordered = sorted(rows.items())
+    for _, row in ordered:
+        values += [params.of(f, row[f.attname]) for f in _EVENT_FIELDS]
+    # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholder] * len(ordered))} "  # noqa: S608
+        f"ON CONFLICT ({quote('dedupe_key')}) DO UPDATE SET "
+        f"{deliveries} = {table}.{deliveries} + EXCLUDED.{deliveries}, {received} = EXCLUDED.{received} "
+        f"RETURNING {quote('id')}, {quote('dedupe_key')}, {deliveries}, {quote('status')}"
     )
-    if not created:
-        return RecordResult(event=stored, duplicate=True)
-    if upload is None:
-        log.info("unmatched %s event for %s/%s", event.action, event.bucket, event.key)
-    elif event.action == EventAction.CREATED:
-        mark_object_seen(
-            upload, size=event.size, etag=event.etag, seen_at=event.event_time or now, trigger=LinkTrigger.EVENT
-        )
-    else:
-        _mark_object_deleted(upload, deleted_at=event.event_time or now)
-    return RecordResult(event=stored, duplicate=False)
+    with params.db.cursor() as cursor:
+        cursor.execute(sql, values)
+        returned = cursor.fetchall()
+    return {key: (pk, status, count == rows[key]["deliveries"]) for pk, key, count, status in returned}
 
 
-def _mark_object_deleted(upload: Upload, *, deleted_at: datetime) -> None:
-    """Flag the upload for the dashboard: its object was deleted from the bucket."""
-    locked = Upload.objects.select_for_update().get(pk=upload.pk)
-    if locked.object_deleted_at and locked.object_deleted_at >= deleted_at:
+# --- the one UPDATE ---------------------------------------------------------------------------
+
+_MOVING_FIELDS = [
+    "state",
+    "object_seen_at",
+    "next_attempt_at",
+    "object_size",
+    "object_etag",
+    "object_deleted_at",
+    "attempts",
+    "last_error",
+    "updated_at",
+]
+
+
+def _update_uploads(uploads: Sequence[Upload], params: _Params) -> None:
+    """Write the moving fields of these (locked, changed) uploads in one UPDATE ... FROM (VALUES)."""
+    if not uploads:
         return
-    locked.object_deleted_at = deleted_at
-    locked.save(update_fields=["object_deleted_at", "updated_at"])
-    upload.object_deleted_at = deleted_at
-    log.warning("the object of upload %s (%s) was deleted", upload.pk, upload.state)
+    db = params.db
+    quote = db.ops.quote_name
+    fields: list[Field[Any, Any]] = [Upload._meta.get_field(name) for name in ["id", *_MOVING_FIELDS]]  # type: ignore[misc]
+    table = quote(Upload._meta.db_table)
+    names = [quote(f.column) for f in fields]
+
+    def value(name: str, field: Any) -> str:
+        # VALUES rows carry no column types on PostgreSQL (a column of NULLs is text): cast them.
+        if db.vendor == "postgresql":
+            return f"CAST(v.{name} AS {field.db_type(db)})"
+        return f"v.{name}"
+
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    values: list[Any] = []
+    for upload in sorted(uploads, key=lambda u: str(u.pk)):
+        values += [params.of(f, getattr(upload, f.attname)) for f in fields]
+    assignments = ", ".join(f"{name} = {value(name, f)}" for name, f in zip(names[1:], fields[1:], strict=True))
+    # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
+    sql = (
+        f"WITH v ({', '.join(names)}) AS (VALUES {', '.join([placeholder] * len(uploads))}) "  # noqa: S608
+        f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{names[0]} = {value(names[0], fields[0])}"
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, values)
 
 
-@transaction.atomic
-def mark_object_seen(upload: Upload, *, size: int | None, etag: str, seen_at: datetime, trigger: str) -> bool:
-    """Note that the upload's object exists; move the Upload to ``uploaded`` and enqueue its link.
+# --- the rules (one place, for one upload and for a batch) -----------------------------------
+
+
+def _apply_seen(
+    upload: Upload, *, size: int | None, etag: str, seen_at: datetime, now: datetime, trigger: str
+) -> list[str] | None:
+    """Move an upload (read under lock) to ``uploaded`` for this object; the changed fields, or None.
 
     issued/expired → uploaded; failed/linked → uploaded only for a different object (a re-PUT
     through the same URL, told apart by its ETag); uploaded stays uploaded (a link is re-enqueued
     when the object is new to the ledger); superseded and aborted are left alone. A link that
     looked and found no object is news either way: its upload is linked now, not at its backoff
-    (also when every attempt ran before the PUT landed and it ended failed). Returns True when a
-    link was enqueued.
+    (also when every attempt ran before the PUT landed and it ended failed).
     """
-    locked = Upload.objects.select_for_update().get(pk=upload.pk)
-    state = locked.state
-    new_object = bool(etag) and storage.normal_etag(etag) != storage.normal_etag(locked.object_etag)
+    state = upload.state
+    new_object = bool(etag) and storage.normal_etag(etag) != storage.normal_etag(upload.object_etag)
     # The last link HEADed and found nothing: this hint says otherwise.
-    missed = locked.last_error.startswith(OBJECT_NOT_FOUND)
+    missed = upload.last_error.startswith(OBJECT_NOT_FOUND)
     if state in (UploadState.SUPERSEDED, UploadState.ABORTED):
-        return False
+        return None
     if state == UploadState.LINKED and not new_object:
-        return False
+        return None
     if state == UploadState.FAILED and not (new_object or missed):
-        return False
-    if state == UploadState.UPLOADED and not (new_object or missed) and locked.object_seen_at is not None:
-        return False
+        return None
+    if state == UploadState.UPLOADED and not (new_object or missed) and upload.object_seen_at is not None:
+        return None
 
-    now = timezone.now()
     fields = ["state", "object_seen_at", "next_attempt_at", "updated_at"]
-    locked.state = UploadState.UPLOADED
-    locked.object_seen_at = seen_at
-    locked.next_attempt_at = now
+    upload.state = UploadState.UPLOADED
+    upload.object_seen_at = seen_at
+    upload.next_attempt_at = now
+    upload.updated_at = now
     if size is not None:
-        locked.object_size = size
+        upload.object_size = size
         fields.append("object_size")
     if etag:
-        locked.object_etag = etag.strip().strip('"')
+        upload.object_etag = etag.strip().strip('"')
         fields.append("object_etag")
-    if locked.object_deleted_at and locked.object_deleted_at <= seen_at:
-        locked.object_deleted_at = None
+    if upload.object_deleted_at and upload.object_deleted_at <= seen_at:
+        upload.object_deleted_at = None
         fields.append("object_deleted_at")
     if state in (UploadState.FAILED, UploadState.LINKED):
         # A new object (or one the last round never found) starts a new round of attempts.
-        locked.attempts = 0
-        locked.last_error = ""
+        upload.attempts = 0
+        upload.last_error = ""
         fields += ["attempts", "last_error"]
-    locked.save(update_fields=fields)
-    for name in fields:
-        setattr(upload, name, getattr(locked, name))
     log.info("upload %s: object seen (%s → uploaded, trigger %s)", upload.pk, state, trigger)
-    enqueue_link(upload.pk, trigger=trigger)
+    return fields
+
+
+def _apply_deleted(upload: Upload, *, deleted_at: datetime, now: datetime) -> bool:
+    """Flag the upload for the dashboard: its object was deleted from the bucket (unless older news)."""
+    if upload.object_deleted_at and upload.object_deleted_at >= deleted_at:
+        return False
+    upload.object_deleted_at = deleted_at
+    upload.updated_at = now
+    log.warning("the object of upload %s (%s) was deleted", upload.pk, upload.state)
     return True
+
+
+def _sequencer(value: str, width: int) -> str:
+    # S3 sequencers of one key compare as hex text once right-padded with zeros (greater is later).
+    return value.upper().ljust(width, "0")
+
+
+def _in_event_order(events: list[ObjectEvent], now: datetime) -> list[ObjectEvent]:
+    """One upload's new events of a batch in the order they happened: sequencer, else event time.
+
+    Delivery is unordered; sorting keeps a batch from doing worse than its events taken one by
+    one in the right order. Ties (and events without either) keep their order of arrival.
+    """
+    if len(events) < 2:
+        return events
+    if all(e.sequencer for e in events):
+        width = max(len(e.sequencer) for e in events)
+        return sorted(events, key=lambda e: _sequencer(e.sequencer, width))
+    return sorted(events, key=lambda e: e.event_time or now)
+
+
+# --- recording --------------------------------------------------------------------------------
 
 
 def _storable_text(raw_body: str | bytes) -> tuple[str, bool]:
@@ -188,29 +266,157 @@ def _storable_text(raw_body: str | bytes) -> tuple[str, bool]:
     return text, False
 
 
-@transaction.atomic
-def record_unparseable(*, source: str, raw_body: str | bytes, error: str) -> RecordResult:
-    """Keep a message that could not be read (raw, bounded), so it is shown rather than dropped."""
-    raw = raw_body if isinstance(raw_body, bytes) else raw_body.encode("utf-8", errors="surrogatepass")
+def _unreadable_row(source: str, item: Unreadable, now: datetime) -> tuple[str, Row]:
+    raw = item.raw_body if isinstance(item.raw_body, bytes) else item.raw_body.encode("utf-8", errors="surrogatepass")
     dedupe_key = hashlib.sha256(b"unparseable\x00" + raw).hexdigest()
-    text, truncated = _storable_text(raw_body)
-    message = error[:MAX_PARSE_ERROR_CHARS]
+    text, truncated = _storable_text(item.raw_body)
+    message = item.error[:MAX_PARSE_ERROR_CHARS]
     if truncated:
         message += f" (body truncated to {MAX_RAW_BODY_CHARS} characters of {len(raw)} bytes)"
-    stored, created = _create_once(
-        {
-            "source": source,
-            "status": EventStatus.UNPARSEABLE,
-            "action": EventAction.UNKNOWN,
-            "raw_body": text,
-            "parse_error": message,
-        },
-        dedupe_key,
-        timezone.now(),
+    row = _new_row(
+        source=source,
+        dedupe_key=dedupe_key,
+        status=EventStatus.UNPARSEABLE,
+        action=EventAction.UNKNOWN,
+        raw_body=text,
+        parse_error=message,
+        first_received_at=now,
+        last_received_at=now,
+        deliveries=0,
     )
-    if created:
-        log.warning("kept an unreadable %s message (event %s): %s", source, stored.pk, message)
-    return RecordResult(event=stored, duplicate=not created)
+    return dedupe_key, row
+
+
+def _event_row(source: str, event: ObjectEvent, dedupe_key: str, upload: Upload | None, now: datetime) -> Row:
+    return _new_row(
+        source=source,
+        dedupe_key=dedupe_key,
+        status=EventStatus.MATCHED if upload else EventStatus.UNMATCHED,
+        action=event.action,
+        event_name=event.event_name,
+        bucket=event.bucket,
+        key=event.key,
+        size=event.size,
+        etag=event.etag,
+        event_time=event.event_time,
+        sequencer=event.sequencer,
+        payload=event.payload,
+        upload_id=upload.pk if upload else None,
+        first_received_at=now,
+        last_received_at=now,
+        deliveries=0,
+    )
+
+
+# No savepoint of its own: every caller lets a failure abort its whole transaction anyway.
+@transaction.atomic(savepoint=False)
+def record_batch(*, source: str, items: Sequence[ObjectEvent | Unreadable]) -> list[RecordResult]:
+    """Record a batch of events and unreadable messages in a constant number of statements.
+
+    Returns one result per item, in order. Within the batch, a repeat of an earlier item is a
+    duplicate (counted as a delivery), as it would be recorded one after the other. The new
+    events of one upload are applied in their order (sequencer, else event time); its link is
+    enqueued once (visible to workers when the batch commits).
+    """
+    if not items:
+        return []
+    now = timezone.now()
+    keys = [item.dedupe_key if isinstance(item, ObjectEvent) else "" for item in items]
+    wanted = {item.key for item in items if isinstance(item, ObjectEvent)}
+    uploads: dict[str, Upload] = {}
+    if wanted:
+        # Locked (PostgreSQL), in one order for everyone, so concurrent batches cannot deadlock.
+        found = Upload.objects.select_for_update().filter(key__in=wanted).order_by("pk")
+        uploads = {u.key: u for u in found.only("key", "bucket", *_MOVING_FIELDS)}
+
+    params = _Params()
+    rows: dict[str, Row] = {}
+    firsts: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, ObjectEvent):
+            key = keys[index]
+            if key not in rows:
+                upload = uploads.get(item.key)
+                match = upload if upload and upload.bucket == item.bucket else None
+                rows[key] = _event_row(source, item, key, match, now)
+        else:
+            key, row = _unreadable_row(source, item, now)
+            keys[index] = key
+            rows.setdefault(key, row)
+        rows[key]["deliveries"] += 1
+        firsts.setdefault(key, index)
+    stored = _upsert_events(rows, params)
+
+    results = []
+    fresh: dict[UUID, list[ObjectEvent]] = {}
+    unmatched: list[ObjectEvent] = []
+    for index, item in enumerate(items):
+        pk, status, created = stored[keys[index]]
+        new = created and firsts[keys[index]] == index
+        results.append(RecordResult(event_id=pk, status=status, duplicate=not new))
+        if not new:
+            continue
+        if isinstance(item, Unreadable):
+            log.warning("kept an unreadable %s message (event %s): %s", source, pk, rows[keys[index]]["parse_error"])
+        elif rows[keys[index]]["upload_id"] is None:
+            unmatched.append(item)
+        else:
+            fresh.setdefault(uploads[item.key].pk, []).append(item)
+    if unmatched:
+        first = unmatched[0]
+        log.info("%d unmatched events (the first: %s %s/%s)", len(unmatched), first.action, first.bucket, first.key)
+
+    moved: list[Upload] = []
+    links: list[tuple[UUID, str, str]] = []
+    for events in fresh.values():
+        upload = uploads[events[0].key]
+        changed = relink = False
+        for event in _in_event_order(events, now):
+            seen_at = event.event_time or now
+            if event.action == EventAction.CREATED:
+                seen = _apply_seen(
+                    upload, size=event.size, etag=event.etag, seen_at=seen_at, now=now, trigger=LinkTrigger.EVENT
+                )
+                relink = relink or seen is not None
+                changed = changed or seen is not None
+            else:
+                changed = _apply_deleted(upload, deleted_at=seen_at, now=now) or changed
+        if changed:
+            moved.append(upload)
+        if relink:
+            links.append((upload.pk, LinkTrigger.EVENT, ""))
+    _update_uploads(moved, params)
+    enqueue_links(links)
+    return results
+
+
+def record_event(*, source: str, event: ObjectEvent) -> RecordResult:
+    """Record one storage event (deduplicated); a new, matched event moves its Upload."""
+    [result] = record_batch(source=source, items=[event])
+    return result
+
+
+def record_unparseable(*, source: str, raw_body: str | bytes, error: str) -> RecordResult:
+    """Keep a message that could not be read (raw, bounded), so it is shown rather than dropped."""
+    [result] = record_batch(source=source, items=[Unreadable(raw_body=raw_body, error=error)])
+    return result
+
+
+@transaction.atomic
+def mark_object_seen(upload: Upload, *, size: int | None, etag: str, seen_at: datetime, trigger: str) -> bool:
+    """Note that the upload's object exists; move the Upload to ``uploaded`` and enqueue its link.
+
+    The rules are :func:`_apply_seen`'s. Returns True when a link was enqueued.
+    """
+    locked = Upload.objects.select_for_update().get(pk=upload.pk)
+    fields = _apply_seen(locked, size=size, etag=etag, seen_at=seen_at, now=timezone.now(), trigger=trigger)
+    if fields is None:
+        return False
+    locked.save(update_fields=fields)
+    for name in fields:
+        setattr(upload, name, getattr(locked, name))
+    enqueue_link(upload.pk, trigger=trigger)
+    return True
 
 
 @transaction.atomic
@@ -226,21 +432,22 @@ def record_client_complete(*, upload_id: UUID, info: ObjectInfo) -> RecordResult
     dedupe_key = hashlib.sha256(
         f"client-complete\x00{upload.pk}\x00{storage.normal_etag(info.etag)}".encode()
     ).hexdigest()
-    stored, created = _create_once(
-        {
-            "source": EventSource.CLIENT,
-            "status": EventStatus.MATCHED,
-            "action": EventAction.CREATED,
-            "event_name": CLIENT_COMPLETE_EVENT,
-            "bucket": upload.bucket,
-            "key": upload.key,
-            "size": info.size,
-            "etag": info.etag,
-            "event_time": now,
-            "upload": upload,
-        },
-        dedupe_key,
-        now,
+    row = _new_row(
+        source=EventSource.CLIENT,
+        dedupe_key=dedupe_key,
+        status=EventStatus.MATCHED,
+        action=EventAction.CREATED,
+        event_name=CLIENT_COMPLETE_EVENT,
+        bucket=upload.bucket,
+        key=upload.key,
+        size=info.size,
+        etag=info.etag,
+        event_time=now,
+        upload_id=upload.pk,
+        first_received_at=now,
+        last_received_at=now,
+        deliveries=1,
     )
+    pk, status, created = _upsert_events({dedupe_key: row}, _Params())[dedupe_key]
     mark_object_seen(upload, size=info.size, etag=info.etag, seen_at=now, trigger=LinkTrigger.COMPLETE)
-    return RecordResult(event=stored, duplicate=not created)
+    return RecordResult(event_id=pk, status=status, duplicate=not created)
