@@ -90,13 +90,13 @@ def test_a_message_that_cannot_be_recorded_is_not_deleted(azure_world, enqueued,
     def broken(**kwargs):
         raise OperationalError("database is locked")
 
-    real = ingest.record_event
-    monkeypatch.setattr(ingest, "record_event", broken)
+    real = ingest.record_batch
+    monkeypatch.setattr(ingest, "record_batch", broken)
     tally = consumer(visibility_timeout=1).run(once=True)
     assert tally.failed == 1
     assert not StorageEvent.objects.exists()
 
-    monkeypatch.setattr(ingest, "record_event", real)
+    monkeypatch.setattr(ingest, "record_batch", real)
     wait_for(lambda: consumer().run(once=True).events, timeout=10, interval=0.5, what="the redelivery")
     assert StorageEvent.objects.get().upload == upload
     assert queued(azure_world) == 0
