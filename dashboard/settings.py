@@ -194,6 +194,11 @@ CONSUMER_STALE_SECONDS = env_int("CONSUMER_STALE_SECONDS", 180, minimum=30)
 # --- Reconciliation -----------------------------------------------------------------------
 RECONCILE_SCHEDULE_FIX = env_bool("RECONCILE_SCHEDULE_FIX", False)
 
+# --- Housekeeping (manage.py prune, daily) ------------------------------------------------
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 90, minimum=1)
+LINK_ATTEMPT_RETENTION_DAYS = env_int("LINK_ATTEMPT_RETENTION_DAYS", 90, minimum=1)
+EXPIRED_UPLOAD_RETENTION_DAYS = env_int("EXPIRED_UPLOAD_RETENTION_DAYS", 30, minimum=1)
+
 # --- Background tasks (django-q2) ---------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 Q_CLUSTER: dict = {
