@@ -199,6 +199,26 @@ EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 90, minimum=1)
 LINK_ATTEMPT_RETENTION_DAYS = env_int("LINK_ATTEMPT_RETENTION_DAYS", 90, minimum=1)
 EXPIRED_UPLOAD_RETENTION_DAYS = env_int("EXPIRED_UPLOAD_RETENTION_DAYS", 30, minimum=1)
 
+# --- Failure notices (uploads/services/notify.py) -----------------------------------------
+# A digest at most every NOTIFY_DIGEST_MINUTES naming the uploads that ended failed since the
+# last one: by email to NOTIFY_EMAILS (Django's mail settings below) and/or a JSON POST.
+NOTIFY_EMAILS = env_list("NOTIFY_EMAILS", [])
+NOTIFY_WEBHOOK_URL = env_str("NOTIFY_WEBHOOK_URL")
+NOTIFY_DIGEST_MINUTES = env_int("NOTIFY_DIGEST_MINUTES", 15, minimum=1, maximum=1440)
+NOTIFY_DIGEST_MAX_UPLOADS = env_int("NOTIFY_DIGEST_MAX_UPLOADS", 1000, minimum=1, maximum=100_000)
+# Where stewards open the admin (the links in a notice): e.g. https://uploads.example.org
+NOTIFY_ADMIN_BASE_URL = env_str("NOTIFY_ADMIN_BASE_URL").rstrip("/")
+NOTIFY_TIMEOUT_SECONDS = env_int("NOTIFY_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = NOTIFY_TIMEOUT_SECONDS
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ckan-uploads@localhost")
+EMAIL_SUBJECT_PREFIX = env_str("EMAIL_SUBJECT_PREFIX", "[CKAN uploads] ")
+
 # --- Background tasks (django-q2) ---------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 Q_CLUSTER: dict = {

@@ -284,7 +284,12 @@ def _record_failure(
         current.update(claim_token=None, claimed_at=None, last_error=message)
     else:
         current.update(
-            state=UploadState.FAILED, last_error=message, next_attempt_at=None, claim_token=None, claimed_at=None
+            state=UploadState.FAILED,
+            last_error=message,
+            next_attempt_at=None,
+            claim_token=None,
+            claimed_at=None,
+            failure_notified_at=None,  # news for the next failure digest (services/notify.py)
         )
     _finish(attempt, LinkOutcome.FAILED, ckan_status=ckan_status, error=message)
     return LinkOutcome.FAILED.value
