@@ -64,6 +64,26 @@ def ckan_resource_url(upload: Upload) -> str:
     return f"{settings.CKAN_URL}/resource/{upload.resource_id}"
 
 
+def ckan_dataset_url(upload: Upload) -> str:
+    """The dataset's page in CKAN (by name when kept, else by id; empty without CKAN_URL or a dataset)."""
+    dataset = upload.dataset_name or upload.package_id
+    return f"{settings.CKAN_URL}/dataset/{dataset}" if settings.CKAN_URL and dataset else ""
+
+
+def ckan_organization_url(upload: Upload) -> str:
+    """The organization's page in CKAN (empty without CKAN_URL or a kept organization name)."""
+    if not settings.CKAN_URL or not upload.organization_name:
+        return ""
+    return f"{settings.CKAN_URL}/organization/{upload.organization_name}"
+
+
+def ckan_anchor(url: str, text: str, *, css: str = "") -> SafeString:
+    """A link to a CKAN page (plain text when there is no URL)."""
+    if not url:
+        return format_html("{}", text or "—")
+    return format_html('<a href="{}" class="{}" rel="noopener" target="_blank">{}</a>', url, css, text or "—")
+
+
 class CheapCountPaginator(Paginator):
     """Counts at most CAP rows; the unfiltered ledger on PostgreSQL uses the planner's estimate.
 
@@ -131,6 +151,18 @@ class DatasetFilter(InputFilter):
     field_name = "package_id"
 
 
+class OrganizationFilter(InputFilter):
+    title = "organization (CKAN name)"
+    parameter_name = "organization"
+    field_name = "organization_name"
+
+
+class DatasetNameFilter(InputFilter):
+    title = "dataset (CKAN name)"
+    parameter_name = "dataset_name"
+    field_name = "dataset_name"
+
+
 class ResourceFilter(InputFilter):
     title = "resource id"
     parameter_name = "resource"
@@ -147,18 +179,31 @@ class LedgerListAdmin(ReadOnlyAdmin):
 
 @admin.register(Upload)
 class UploadAdmin(LedgerListAdmin):
-    list_display = ("filename", "state_badge", "resource_id", "requested_by", "issued_at", "attempts", "linked_at")
+    list_display = (
+        "filename",
+        "state_badge",
+        "dataset_column",
+        "organization_column",
+        "resource_column",
+        "requested_by",
+        "issued_at",
+        "attempts",
+        "linked_at",
+    )
     list_filter = (
         "state",
         ("issued_at", admin.DateFieldListFilter),
         "dataset_private",
+        OrganizationFilter,
+        DatasetNameFilter,
         RequesterFilter,
         DatasetFilter,
         ResourceFilter,
     )
-    search_fields = ("=id", "=resource_id", "=package_id", "key", "filename", "=requested_by")
+    search_fields = ("=id", "=resource_id", "=package_id", "key", "filename", "=requested_by", "dataset_name")
     search_help_text = (
-        "An upload, resource or dataset id; an object key (or its start); a file name (or its start); a requester."
+        "An upload, resource or dataset id; an object key (or its start); a file name or a dataset's CKAN name "
+        "(or their start); a requester."
     )
     ordering = ("-issued_at",)
     sortable_by = ("filename", "state_badge", "issued_at", "linked_at", "attempts", "requested_by")
@@ -171,6 +216,9 @@ class UploadAdmin(LedgerListAdmin):
                 "fields": (
                     "id",
                     "state_badge",
+                    "dataset_column",
+                    "organization_column",
+                    "resource_column",
                     "ckan_link",
                     "package_id",
                     "dataset_private",
@@ -226,7 +274,21 @@ class UploadAdmin(LedgerListAdmin):
     def state_badge(self, obj: Upload) -> SafeString:
         return badge(obj.state, obj.get_state_display())
 
-    @admin.display(description="CKAN resource")
+    @admin.display(description="dataset", ordering="dataset_name")
+    def dataset_column(self, obj: Upload) -> SafeString:
+        return ckan_anchor(ckan_dataset_url(obj), obj.dataset_title or obj.dataset_name, css="ckan-dataset")
+
+    @admin.display(description="organization", ordering="organization_name")
+    def organization_column(self, obj: Upload) -> SafeString:
+        return ckan_anchor(
+            ckan_organization_url(obj), obj.organization_title or obj.organization_name, css="ckan-organization"
+        )
+
+    @admin.display(description="resource")
+    def resource_column(self, obj: Upload) -> SafeString:
+        return ckan_anchor(ckan_resource_url(obj), obj.resource_name, css="ckan-resource")
+
+    @admin.display(description="CKAN resource id")
     def ckan_link(self, obj: Upload) -> SafeString:
         url = ckan_resource_url(obj)
         if not url:
@@ -249,7 +311,10 @@ class UploadAdmin(LedgerListAdmin):
             return queryset.filter(ids), False
         if "/" in term:
             return queryset.filter(Q(key=term) | Q(key__startswith=term)), False
-        return queryset.filter(Q(requested_by=term) | Q(filename__startswith=term)), False
+        return (
+            queryset.filter(Q(requested_by=term) | Q(filename__startswith=term) | Q(dataset_name__startswith=term)),
+            False,
+        )
 
     def get_urls(self) -> list[URLPattern]:
         replay = path(

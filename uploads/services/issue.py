@@ -66,6 +66,32 @@ def dataset_privacy(package_id: str, *, token: str) -> bool:
     return privacy.check_issuance(ckan.package_show(package_id, token=token))
 
 
+def read_dataset(package_id: str, *, token: str) -> tuple[bool, dict[str, Any]]:
+    """The dataset's privacy (refusing when the rule says so) and the dataset as CKAN showed it."""
+    package = ckan.package_show(package_id, token=token)
+    return privacy.check_issuance(package), package
+
+
+def names_for_people(resource: dict[str, Any], package: dict[str, Any] | None) -> dict[str, str]:
+    """The names stewards think in, from the answers the issuance already has (no extra call).
+
+    Cut to the column lengths: a name is for display, the ids stay the keys.
+    """
+    package = package or {}
+    organization = package.get("organization") if isinstance(package.get("organization"), dict) else {}
+    values = {
+        "resource_name": resource.get("name"),
+        "dataset_name": package.get("name"),
+        "dataset_title": package.get("title"),
+        "organization_name": (organization or {}).get("name"),
+        "organization_title": (organization or {}).get("title"),
+    }
+    return {
+        field: str(value or "")[: Upload._meta.get_field(field).max_length]  # type: ignore[index]
+        for field, value in values.items()
+    }
+
+
 def issue_upload(
     *,
     resource_id: str,
@@ -78,21 +104,23 @@ def issue_upload(
     multipart: bool | None = None,
     resource: dict[str, Any] | None = None,
     dataset_private: bool | None = None,
+    package: dict[str, Any] | None = None,
 ) -> IssuedUpload:
     """Check the client may update the resource, record an Upload and sign its URL(s).
 
     A single PUT gets one presigned URL. A multipart upload (``multipart``, or a size above
     MULTIPART_THRESHOLD) is started in the store and gets the first page of part URLs.
     ``resource`` is given when the caller has just created the resource with the same token,
-    which already proves the right to update it; ``dataset_private`` when it has checked the
-    dataset's privacy already.
+    which already proves the right to update it; ``dataset_private`` (and ``package``, the
+    dataset it read) when it has checked the dataset's privacy already.
     """
     plan = plan_for(size, multipart)
     policy = content_policy.decide(content_type, filename)
     if resource is None:
         resource = ckan.authorize_resource_update(resource_id, token=client_token)
     if dataset_private is None:
-        dataset_private = dataset_privacy(str(resource.get("package_id", "")), token=client_token)
+        dataset_private, package = read_dataset(str(resource.get("package_id", "")), token=client_token)
+    names = names_for_people(resource, package)
     requested_by, requested_by_id = identify_requester(client_token)
     upload_id = uuid.uuid4()
     key = build_key(settings.STORAGE_KEY_PREFIX, resource_id, upload_id, filename)
@@ -144,6 +172,7 @@ def issue_upload(
             issued_at=now,
             expires_at=expires_at,
             **fields,
+            **names,
             dataset_private=dataset_private,
         )
     parts: list[PartUrl] = []
@@ -237,7 +266,7 @@ def create_resource_and_issue(
     plan_for(size, multipart)
     content_policy.decide(content_type, filename)
     # Before creating anything: a refused file must not leave an empty resource behind.
-    private = dataset_privacy(str(fields.get("package_id", "")), token=client_token)
+    private, package = read_dataset(str(fields.get("package_id", "")), token=client_token)
     resource = ckan.resource_create(fields, token=client_token)
     issued = issue_upload(
         resource_id=str(resource["id"]),
@@ -250,5 +279,6 @@ def create_resource_and_issue(
         multipart=multipart,
         resource=resource,
         dataset_private=private,
+        package=package,
     )
     return resource, issued
