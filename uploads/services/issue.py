@@ -86,10 +86,8 @@ def names_for_people(resource: dict[str, Any], package: dict[str, Any] | None) -
         "organization_name": (organization or {}).get("name"),
         "organization_title": (organization or {}).get("title"),
     }
-    return {
-        field: str(value or "")[: Upload._meta.get_field(field).max_length]  # type: ignore[index]
-        for field, value in values.items()
-    }
+    lengths = {f.name: getattr(f, "max_length", None) for f in Upload._meta.concrete_fields if f.name in values}
+    return {name: str(value or "")[: lengths[name]] for name, value in values.items()}
 
 
 def issue_upload(
