@@ -35,7 +35,8 @@ INSERT INTO uploads_upload (
     requested_by, requested_by_id, client_address, issued_at, expires_at, object_size, object_etag,
     object_content_type, object_seen_at, state, attempts, next_attempt_at, last_error, linked_at,
     linked_url, updated_at, dataset_private, resource_name, dataset_name, dataset_title, organization_name,
-    organization_title, multipart_upload_id, verified_sha256, token_fingerprint)
+    organization_title, multipart_upload_id, verified_sha256, token_fingerprint, target_kind, target_id,
+    target_name, target_title)
 SELECT u.id, u.resource_id, 'pkg-' || (u.i %% 2000), 'file-' || u.i || '.csv', 'text/csv', 1000, '',
        'bench', 'resources/api_uploads/' || u.resource_id || '/' || u.id || '/file-' || u.i || '.csv',
        'user-' || (u.i %% 500), '', NULL, u.issued_at, u.issued_at + interval '1 hour',
@@ -52,7 +53,8 @@ SELECT u.id, u.resource_id, 'pkg-' || (u.i %% 2000), 'file-' || u.i || '.csv', '
        CASE WHEN u.state IN ('linked', 'superseded')
             THEN 'https://bench.example/resources/api_uploads/' || u.id ELSE '' END,
        u.issued_at, false, 'Table ' || (u.i %% 50000), 'dataset-' || (u.i %% 2000),
-       'Dataset number ' || (u.i %% 2000), 'org-' || (u.i %% 2000 %% 40), 'Organization ' || (u.i %% 2000 %% 40), '', '', ''
+       'Dataset number ' || (u.i %% 2000), 'org-' || (u.i %% 2000 %% 40), 'Organization ' || (u.i %% 2000 %% 40),
+       '', '', '', 'resource', u.resource_id, '', ''
 FROM (
     SELECT i, md5('upload' || i)::uuid AS id, md5('resource' || (i %% 50000))::uuid::text AS resource_id,
            now() - i * interval '15 seconds' AS issued_at,

@@ -167,6 +167,13 @@ MULTIPART_URLS_PER_PAGE = env_int("MULTIPART_URLS_PER_PAGE", 100, minimum=1, max
 # unless listed here; listed ones are stored with `Content-Disposition: attachment`.
 UPLOAD_ALLOWED_ACTIVE_TYPES = [item.lower() for item in env_list("UPLOAD_ALLOWED_ACTIVE_TYPES", [])]
 
+# Organization and group images (POST /api/v1/organizations|groups/<id>/image): image types
+# only; SVG is not among them by default (served from the public bucket, it runs scripts).
+IMAGE_ALLOWED_TYPES = [
+    item.lower() for item in env_list("IMAGE_ALLOWED_TYPES", ["image/png", "image/jpeg", "image/gif", "image/webp"])
+]
+IMAGE_MAX_SIZE = env_int("IMAGE_MAX_SIZE", 5 * _MIB, minimum=1, maximum=5 * 1024**3)
+
 # --- Linking ------------------------------------------------------------------------------
 LINK_MAX_ATTEMPTS = env_int("LINK_MAX_ATTEMPTS", 8, minimum=1, maximum=100)
 LINK_RETRY_BASE_SECONDS = env_int("LINK_RETRY_BASE_SECONDS", 30, minimum=1)

@@ -19,11 +19,26 @@ class UploadState(models.TextChoices):
     ABORTED = "aborted", "Aborted"
 
 
+class TargetKind(models.TextChoices):
+    """What an upload's file becomes in CKAN: a resource's file, or an organization's or group's image."""
+
+    RESOURCE = "resource", "Resource file"
+    ORGANIZATION = "organization", "Organization image"
+    GROUP = "group", "Group image"
+
+
 class Upload(models.Model):
-    """One presigned URL issued for one CKAN resource, and what became of it."""
+    """One presigned URL issued for one CKAN resource (or organization or group image), and what became of it."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    resource_id = models.CharField(max_length=100)
+    # "Last writer wins" holds per target (kind + id). A resource's id is also in resource_id;
+    # an image's upload has an empty resource_id.
+    target_kind = models.CharField(max_length=20, choices=TargetKind.choices, default=TargetKind.RESOURCE)
+    target_id = models.CharField(max_length=100, blank=True)
+    # The organization's or group's name and title (for an image), as CKAN showed them at issuance.
+    target_name = models.CharField(max_length=100, blank=True)
+    target_title = models.CharField(max_length=500, blank=True)
+    resource_id = models.CharField(max_length=100, blank=True)
     package_id = models.CharField(max_length=100, blank=True)
     filename = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255)
@@ -101,6 +116,7 @@ class Upload(models.Model):
             models.Index(fields=["expires_at"], name="upload_issued_expiry", condition=Q(state="issued")),
             models.Index(fields=["claimed_at"], name="upload_claimed", condition=Q(claim_token__isnull=False)),
             models.Index(fields=["organization_name", "-issued_at"], name="upload_org_issued"),
+            models.Index(fields=["target_kind", "target_id", "-issued_at"], name="upload_target_issued"),
             models.Index(fields=["dataset_name"], name="upload_dataset_name_prefix", opclasses=["varchar_pattern_ops"]),
             models.Index(
                 fields=["updated_at"],
@@ -110,6 +126,8 @@ class Upload(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.target_kind != TargetKind.RESOURCE:
+            return f"{self.filename} → {self.target_kind} {self.target_name or self.target_id} ({self.state})"
         return f"{self.filename} → {self.resource_id} ({self.state})"
 
     @property

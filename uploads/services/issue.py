@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from uploads import ckan, content_policy, storage
-from uploads.models import Upload, UploadState
+from uploads.models import TargetKind, Upload, UploadState
 from uploads.services import privacy
 from uploads.services.owner import identify_requester, token_fingerprint
 from uploads.validation import InvalidInput, PartPlan, build_key, plan_upload
@@ -156,6 +156,7 @@ def issue_upload(
         upload = Upload.objects.create(
             id=upload_id,
             resource_id=resource_id,
+            target_id=resource_id,
             package_id=str(resource.get("package_id", "")),
             filename=filename,
             content_type=content_type,
@@ -185,6 +186,98 @@ def issue_upload(
         requested_by,
     )
     return IssuedUpload(upload=upload, url=url, headers=headers, parts=parts)
+
+
+# A file name's extension must fit the declared image type (when the type is one of these).
+IMAGE_EXTENSIONS = {
+    "image/png": {"png"},
+    "image/jpeg": {"jpg", "jpeg", "jfif"},
+    "image/gif": {"gif"},
+    "image/webp": {"webp"},
+    "image/avif": {"avif"},
+    "image/svg+xml": {"svg", "svgz"},
+}
+
+
+def check_image(filename: str, content_type: str, size: int) -> content_policy.ContentDecision:
+    """Refuse what is not an accepted image (IMAGE_ALLOWED_TYPES, IMAGE_MAX_SIZE), then the content policy."""
+    media = content_policy.media_type(content_type)
+    allowed = settings.IMAGE_ALLOWED_TYPES
+    if media not in allowed:
+        raise InvalidInput("content_type", f"must be an image of an accepted type ({', '.join(allowed)})")
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    expected = IMAGE_EXTENSIONS.get(media)
+    if expected is not None and extension not in expected:
+        raise InvalidInput("filename", f"must end in .{' or .'.join(sorted(expected))} for {media}")
+    if size > settings.IMAGE_MAX_SIZE:
+        raise InvalidInput("size", f"must be at most {settings.IMAGE_MAX_SIZE} bytes (IMAGE_MAX_SIZE)")
+    # SVG (and any other active type) also needs UPLOAD_ALLOWED_ACTIVE_TYPES, and is then an attachment.
+    return content_policy.decide(content_type, filename)
+
+
+def issue_image(
+    *,
+    kind: str,
+    target: str,
+    filename: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+    client_token: str,
+    client_address: str | None,
+) -> IssuedUpload:
+    """Check the client may update the organization or group (``kind``), record an Upload and sign its PUT.
+
+    ``target`` is the organization's or group's id or name; the ledger keeps its id, name and title.
+    An image is always a single PUT (IMAGE_MAX_SIZE is far below MULTIPART_THRESHOLD).
+    """
+    if kind not in (TargetKind.ORGANIZATION, TargetKind.GROUP):
+        raise ValueError(f"not an image target kind: {kind}")
+    policy = check_image(filename, content_type, size)
+    shown = ckan.authorize_group_update(kind, target, token=client_token)
+    requested_by, requested_by_id = identify_requester(client_token)
+    target_id = str(shown["id"])
+    upload_id = uuid.uuid4()
+    key = build_key(settings.STORAGE_KEY_PREFIX, target_id, upload_id, filename)
+    signed = storage.presign_put(
+        key,
+        content_type=content_type,
+        content_length=size,
+        sha256_hex=sha256,
+        content_disposition=policy.content_disposition,
+        expires_in=storage.capped_ttl(settings.UPLOAD_URL_TTL),
+        acl=privacy.upload_acl(),
+    )
+    now = timezone.now()
+    names = {
+        "target_name": str(shown.get("name") or "")[:100],
+        "target_title": str(shown.get("title") or "")[:500],
+    }
+    if kind == TargetKind.ORGANIZATION:
+        # An organization's image counts among that organization's uploads for stewards.
+        names.update(organization_name=names["target_name"], organization_title=names["target_title"])
+    with transaction.atomic():
+        upload = Upload.objects.create(
+            id=upload_id,
+            target_kind=kind,
+            target_id=target_id,
+            resource_id="",
+            filename=filename,
+            content_type=content_type,
+            declared_size=size,
+            declared_sha256=sha256,
+            bucket=settings.STORAGE_BUCKET,
+            key=key,
+            requested_by=requested_by,
+            requested_by_id=requested_by_id,
+            token_fingerprint=token_fingerprint(client_token),
+            client_address=client_address,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=signed.expires_in),
+            **names,
+        )
+    log.info("issued image upload %s for %s %s to %s", upload.id, kind, target_id, requested_by)
+    return IssuedUpload(upload=upload, url=signed.url, headers=signed.headers, parts=[])
 
 
 def upload_plan(upload: Upload) -> PartPlan:

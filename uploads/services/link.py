@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from uploads import ckan, content_policy, storage
 from uploads.models import LinkAttempt, LinkOutcome, LinkTrigger, Upload, UploadState
+from uploads.services import targets
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +207,9 @@ def _order_key(upload: Upload) -> tuple[datetime, datetime, str]:
 def _decide_and_patch(
     upload_id: UUID, *, claim: _Claim, info: storage.ObjectInfo, force: bool, attempt: LinkAttempt
 ) -> str:
-    resource_id = Upload.objects.values_list("resource_id", flat=True).get(pk=upload_id)
     with transaction.atomic():
-        siblings = list(Upload.objects.select_for_update().filter(resource_id=resource_id).order_by("pk"))
+        # Siblings share the target (kind + id): a resource, an organization's or a group's image.
+        siblings = list(Upload.objects.select_for_update().filter(targets.target_of(upload_id)).order_by("pk"))
         upload = next(s for s in siblings if s.pk == upload_id)
         if upload.claim_token != claim.token:
             # The sweep took the claim back (we were too slow) and another worker may own it now.
@@ -226,7 +227,7 @@ def _decide_and_patch(
             _finish(attempt, LinkOutcome.SUPERSEDED, error=f"a newer upload is linked: {newer[0].pk}")
             return LinkOutcome.SUPERSEDED.value
         try:
-            ckan.resource_patch(resource_id, ckan_fields(upload, info), token=ckan.service_token())
+            targets.patch(upload, info)
         except ckan.CkanUnavailable as exc:
             raise _Transient(exc.message, ckan_status=exc.status or None) from None
         except ckan.CkanError as exc:
