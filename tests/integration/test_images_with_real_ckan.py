@@ -153,3 +153,47 @@ def test_the_newest_image_wins_per_target(client, storage_world, ckan_settings, 
     assert link_upload(upload_id=uploads[0].pk, trigger=LinkTrigger.EVENT) == "superseded"
     assert members.show()["image_url"] == Upload.objects.get(pk=uploads[1].pk).linked_url
     assert TargetKind(Upload.objects.get(pk=uploads[0].pk).target_kind) == members.kind
+
+
+def linked_image(client, members: Members, filename: str = "logo.png") -> Upload:
+    body = ask(client, members.kind, members.target["id"], members.admin, filename=filename).json()
+    assert requests.put(body["upload_url"], data=PNG, headers=body["headers"], timeout=10).status_code == 200
+    Upload.objects.filter(pk=body["upload_id"]).update(state=UploadState.UPLOADED)
+    return Upload.objects.get(pk=body["upload_id"])
+
+
+def test_a_refused_image_link_fails_and_a_replay_links_it(client, storage_world, ckan_settings, members):
+    from uploads.services.replay import replay_uploads
+
+    upload = linked_image(client, members)
+    # A service token that may not update the target: CKAN answers 403, a permanent failure.
+    with override_settings(CKAN_API_TOKEN=members.editor.token):
+        assert link_upload(upload_id=upload.pk, trigger=LinkTrigger.EVENT) == "failed"
+    upload.refresh_from_db()
+    assert upload.state == UploadState.FAILED and "CKAN refused the link" in upload.last_error
+    assert not members.show().get("image_url")
+
+    result = replay_uploads(upload_ids=[upload.pk], by="otto")
+    assert result.replayed == [upload.pk]
+    assert Upload.objects.get(pk=upload.pk).state == UploadState.UPLOADED
+    assert link_upload(upload_id=upload.pk, trigger=LinkTrigger.REPLAY, triggered_by="otto") == "linked"
+    assert members.show()["image_url"] == Upload.objects.get(pk=upload.pk).linked_url
+
+
+def test_reconcile_finds_an_image_changed_in_ckan_and_fix_puts_it_back(client, storage_world, ckan_settings, members):
+    from uploads.models import Discrepancy, DiscrepancyKind
+    from uploads.services.reconcile import run_reconcile
+
+    upload = linked_image(client, members)
+    assert link_upload(upload_id=upload.pk, trigger=LinkTrigger.EVENT) == "linked"
+    upload.refresh_from_db()
+    clean = run_reconcile()
+    assert not Discrepancy.objects.filter(run=clean, kind=DiscrepancyKind.DRIFT).exists()
+
+    members.site.action(f"{members.kind}_patch", id=members.target["id"], image_url="https://elsewhere.example/x.png")
+    run = run_reconcile(fix=True, triggered_by="test")
+    drift = Discrepancy.objects.get(run=run, kind=DiscrepancyKind.DRIFT, upload=upload)
+    assert drift.detail["reason"] == "image_url"
+    assert drift.detail["ckan_image_url"] == "https://elsewhere.example/x.png"
+    assert drift.state == "healed"
+    assert members.show()["image_url"] == upload.linked_url

@@ -32,6 +32,7 @@ from uploads.models import (
     ReconcileRun,
     ReconcileSeen,
     RunState,
+    TargetKind,
     Upload,
     UploadState,
 )
@@ -55,6 +56,8 @@ _LINKED_FIELDS = (
     "object_last_modified",
     "linked_url",
     "dataset_private",
+    "target_kind",
+    "target_id",
 )
 
 Progress = Callable[[str, int], None]
@@ -349,11 +352,15 @@ class Reconciler:
 
     def _check_linked(self) -> None:
         linked = Upload.objects.filter(state=UploadState.LINKED, key__startswith=self.prefix).only(*_LINKED_FIELDS)
-        for package_ids in _distinct_keyset(linked, "package_id"):
+        resources = linked.filter(target_kind=TargetKind.RESOURCE)
+        for package_ids in _distinct_keyset(resources, "package_id"):
             for package_id in package_ids:
                 # One dataset at a time: memory is bounded by the largest dataset, which
                 # package_show returns whole anyway.
-                self._check_group(list(linked.filter(package_id=package_id).order_by("resource_id", "issued_at")))
+                self._check_group(list(resources.filter(package_id=package_id).order_by("resource_id", "issued_at")))
+        # Organization and group images: one organization_show / group_show per linked image.
+        for chunk in _keyset(linked.exclude(target_kind=TargetKind.RESOURCE), "id"):
+            self._check_group(chunk)
 
     def _check_group(self, uploads: list[Upload]) -> None:
         self.run.uploads_checked += len(uploads)
@@ -376,7 +383,10 @@ class Reconciler:
                 )
         self.record(phantoms)
         if self.check_ckan and present:
-            self._check_dataset(present)
+            if present[0].target_kind == TargetKind.RESOURCE:
+                self._check_dataset(present)
+            else:
+                self._check_images(present)
         if self.progress:
             self.progress("ledger", self.run.uploads_checked)
 
@@ -447,6 +457,53 @@ class Reconciler:
             self._heal_drift(recorded)
         if dataset_private is not None:
             self._check_exposure(uploads, package_id, dataset_private)
+        if self.progress:
+            self.progress("ckan", self.run.resources_checked)
+
+    def _check_images(self, uploads: list[Upload]) -> None:
+        """Each linked organization or group image: is it still the target's image_url in CKAN?"""
+        token = ckan.service_token()
+        findings: list[Finding] = []
+        for upload in uploads:
+            expected_url = upload.linked_url or storage.public_url(upload.key)
+            base = {"target_kind": upload.target_kind, "target_id": upload.target_id}
+            try:
+                shown = ckan.group_show(upload.target_kind, upload.target_id, token=token)
+            except ckan.CkanNotFound:
+                detail: dict[str, Any] = {"reason": "target_deleted", **base}
+            except ckan.CkanError as exc:
+                log.warning(
+                    "reconcile: CKAN check of %s %s failed: %s", upload.target_kind, upload.target_id, exc.message
+                )
+                self.counts["ckan_errors"] += 1
+                self.incomplete.add(DiscrepancyKind.DRIFT)
+                return
+            else:
+                if shown.get("state") == "deleted":
+                    detail = {"reason": "target_deleted", **base}
+                elif shown.get("image_url") != expected_url:
+                    detail = {
+                        "reason": "image_url",
+                        "ckan_image_url": shown.get("image_url"),
+                        "ledger_url": expected_url,
+                        **base,
+                    }
+                else:
+                    detail = {}
+            self.run.resources_checked += 1
+            if detail:
+                findings.append(
+                    Finding(
+                        DiscrepancyKind.DRIFT,
+                        upload.key,
+                        upload.id,
+                        upload.object_size,
+                        upload.object_last_modified,
+                        detail,
+                    )
+                )
+        for recorded in self.record(findings):
+            self._heal_drift(recorded)
         if self.progress:
             self.progress("ckan", self.run.resources_checked)
 
@@ -708,7 +765,7 @@ def heal_drift(finding: Finding, *, actor: str) -> HealOutcome:
     upload = Upload.objects.filter(pk=finding.upload_id).first() if finding.upload_id else None
     if upload is None or upload.state != UploadState.LINKED:
         return HealOutcome(DiscrepancyState.RESOLVED, "upload no longer linked: nothing to re-patch")
-    if finding.detail.get("reason") in {"resource_deleted", "dataset_deleted"}:
+    if finding.detail.get("reason") in {"resource_deleted", "dataset_deleted", "target_deleted"}:
         return HealOutcome("", f"not healable: {finding.detail['reason']} in CKAN")
     # link_upload decides "is a newer object already linked?" under its lock (one place for
     # that rule): then it marks this upload superseded instead of patching.
