@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from dashboard.admin.base import ReadOnlyAdmin, upload_link
-from uploads.models import EventStatus, LinkAttempt, LinkOutcome, StorageEvent, Upload, UploadState
+from uploads.models import EventStatus, LinkAttempt, LinkOutcome, StorageEvent, TargetKind, Upload, UploadState
 from uploads.services.replay import plan_replay, replay_uploads
 
 STATE_COLOURS = {
@@ -56,9 +56,11 @@ def badge(value: str, label: str) -> SafeString:
 
 
 def ckan_resource_url(upload: Upload) -> str:
-    """The resource's page in CKAN (empty when CKAN_URL is not configured)."""
+    """The resource's page in CKAN, or the organization's or group's for an image (empty without CKAN_URL)."""
     if not settings.CKAN_URL:
         return ""
+    if upload.target_kind != TargetKind.RESOURCE:
+        return f"{settings.CKAN_URL}/{upload.target_kind}/{upload.target_name or upload.target_id}"
     if upload.package_id:
         return f"{settings.CKAN_URL}/dataset/{upload.package_id}/resource/{upload.resource_id}"
     return f"{settings.CKAN_URL}/resource/{upload.resource_id}"
@@ -192,6 +194,7 @@ class UploadAdmin(LedgerListAdmin):
     )
     list_filter = (
         "state",
+        "target_kind",
         ("issued_at", admin.DateFieldListFilter),
         "dataset_private",
         OrganizationFilter,
@@ -219,6 +222,8 @@ class UploadAdmin(LedgerListAdmin):
                     "dataset_column",
                     "organization_column",
                     "resource_column",
+                    "target_kind",
+                    "target_id",
                     "ckan_link",
                     "package_id",
                     "dataset_private",
@@ -284,12 +289,18 @@ class UploadAdmin(LedgerListAdmin):
             ckan_organization_url(obj), obj.organization_title or obj.organization_name, css="ckan-organization"
         )
 
-    @admin.display(description="resource")
+    @admin.display(description="for")
     def resource_column(self, obj: Upload) -> SafeString:
+        """The resource, or "image of <organization or group>"."""
+        if obj.target_kind != TargetKind.RESOURCE:
+            label = f"image of {obj.get_target_kind_display().split()[0].lower()} {obj.target_title or obj.target_name}"
+            return ckan_anchor(ckan_resource_url(obj), label, css=f"ckan-{obj.target_kind}-image")
         return ckan_anchor(ckan_resource_url(obj), obj.resource_name, css="ckan-resource")
 
     @admin.display(description="CKAN resource id")
     def ckan_link(self, obj: Upload) -> SafeString:
+        if obj.target_kind != TargetKind.RESOURCE:
+            return format_html("{}", "—")
         url = ckan_resource_url(obj)
         if not url:
             return format_html("{}", obj.resource_id)
@@ -303,7 +314,9 @@ class UploadAdmin(LedgerListAdmin):
         if not term:
             return queryset, False
         if _UUID.match(term):
-            ids = Q(resource_id=term) | Q(package_id=term)
+            # An organization's or group's id finds its images (through the target index).
+            images = Q(target_kind__in=[TargetKind.ORGANIZATION, TargetKind.GROUP], target_id=term)
+            ids = Q(resource_id=term) | Q(package_id=term) | images
             try:
                 ids |= Q(id=UUID(term))
             except ValueError:

@@ -111,3 +111,41 @@ def test_the_overview_narrowed_to_one_organization(as_steward):
     assert "refused the link: water" in html and "refused the link: roads" not in html
     # Every link from the narrowed overview keeps the organization.
     assert f'href="{LIST}?state__exact=failed&amp;organization=water-board"' in html
+
+
+@override_settings(CKAN_URL=CKAN)
+def test_images_list_as_images_of_their_organization_or_group_and_filter_by_kind(as_steward):
+    org_id = "33333333-3333-3333-3333-333333333333"
+    make_upload(
+        filename="logo.png",
+        resource_id="",
+        package_id="",
+        target_kind="organization",
+        target_id=org_id,
+        target_name="water-board",
+        target_title="Water Board",
+        organization_name="water-board",
+        organization_title="Water Board",
+    )
+    make_upload(
+        filename="banner.webp",
+        resource_id="",
+        package_id="",
+        target_kind="group",
+        target_id="44444444-4444-4444-4444-444444444444",
+        target_name="climate",
+        target_title="Climate",
+    )
+    water(filename="levels.csv")
+    html = listing(as_steward)
+    assert f'href="{CKAN}/organization/water-board" class="ckan-organization-image"' in html
+    assert ">image of organization Water Board</a>" in html
+    assert f'href="{CKAN}/group/climate" class="ckan-group-image"' in html
+    assert ">image of group Climate</a>" in html
+    html = listing(as_steward, target_kind__exact="group")
+    assert "banner.webp" in html and "logo.png" not in html and "levels.csv" not in html
+    # The organization filter shows its image with its datasets' files; its id finds the image.
+    html = listing(as_steward, organization="water-board")
+    assert "logo.png" in html and "levels.csv" in html and "banner.webp" not in html
+    html = listing(as_steward, q=org_id)
+    assert "logo.png" in html and "levels.csv" not in html
