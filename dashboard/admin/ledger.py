@@ -506,8 +506,20 @@ class StorageEventAdmin(LedgerListAdmin):
 
 @admin.register(LinkAttempt)
 class LinkAttemptAdmin(LedgerListAdmin):
-    list_display = ("started_at", "upload_link", "trigger", "triggered_by", "outcome_badge", "ckan_status", "error")
+    list_display = (
+        "started_at",
+        "upload_link",
+        "upload_file",
+        "upload_dataset",
+        "trigger",
+        "triggered_by",
+        "outcome_badge",
+        "ckan_status",
+        "error",
+    )
     list_filter = ("outcome", "trigger", ("started_at", admin.DateFieldListFilter))
+    # One join for the page's 50 rows: the file and dataset names come with the attempts.
+    list_select_related = ("upload",)
     ordering = ("-started_at",)
     fields = (
         "upload_link",
@@ -520,6 +532,17 @@ class LinkAttemptAdmin(LedgerListAdmin):
         "error",
     )
     readonly_fields = fields
+
+    @admin.display(description="file")
+    def upload_file(self, obj: LinkAttempt) -> str:
+        return obj.upload.filename
+
+    @admin.display(description="dataset or target")
+    def upload_dataset(self, obj: LinkAttempt) -> SafeString:
+        upload = obj.upload
+        if upload.target_kind != TargetKind.RESOURCE:
+            return format_html("image of {} {}", upload.target_kind, upload.target_title or upload.target_name)
+        return ckan_anchor(ckan_dataset_url(upload), upload.dataset_title or upload.dataset_name, css="ckan-dataset")
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, obj: LinkAttempt) -> SafeString:

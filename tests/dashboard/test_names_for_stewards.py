@@ -149,3 +149,13 @@ def test_images_list_as_images_of_their_organization_or_group_and_filter_by_kind
     assert "logo.png" in html and "levels.csv" in html and "banner.webp" not in html
     html = listing(as_steward, q=org_id)
     assert "logo.png" in html and "levels.csv" not in html
+
+
+@override_settings(CKAN_URL=CKAN)
+def test_link_attempts_list_the_file_and_dataset_by_name(as_steward):
+    from uploads.models import LinkAttempt
+
+    upload = water(filename="levels.csv")
+    LinkAttempt.objects.create(upload=upload, trigger="event", outcome="failed", error="CKAN refused")
+    html = as_steward.get("/admin/uploads/linkattempt/").content.decode()
+    assert "levels.csv" in html and ">River levels 2024</a>" in html
