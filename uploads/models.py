@@ -38,7 +38,7 @@ class Upload(models.Model):
     # The organization's or group's name and title (for an image), as CKAN showed them at issuance.
     target_name = models.CharField(max_length=100, blank=True)
     target_title = models.CharField(max_length=500, blank=True)
-    resource_id = models.CharField(max_length=100, blank=True)
+    resource_id = models.CharField(max_length=100)
     package_id = models.CharField(max_length=100, blank=True)
     filename = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255)
@@ -116,7 +116,9 @@ class Upload(models.Model):
             models.Index(fields=["expires_at"], name="upload_issued_expiry", condition=Q(state="issued")),
             models.Index(fields=["claimed_at"], name="upload_claimed", condition=Q(claim_token__isnull=False)),
             models.Index(fields=["organization_name", "-issued_at"], name="upload_org_issued"),
-            models.Index(fields=["target_kind", "target_id", "-issued_at"], name="upload_target_issued"),
+            # target_id first: a resource's lookups stay on resource_id (upload_resource_issued),
+            # and no planner takes this index for a `target_kind = 'resource'` filter.
+            models.Index(fields=["target_id", "-issued_at"], name="upload_target_issued"),
             models.Index(fields=["dataset_name"], name="upload_dataset_name_prefix", opclasses=["varchar_pattern_ops"]),
             models.Index(
                 fields=["updated_at"],

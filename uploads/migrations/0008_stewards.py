@@ -119,18 +119,13 @@ class Migration(migrations.Migration):
             name="target_title",
             field=models.CharField(blank=True, max_length=500),
         ),
-        migrations.AlterField(
-            model_name="upload",
-            name="resource_id",
-            field=models.CharField(blank=True, max_length=100),
-        ),
         migrations.AddIndex(
             model_name="upload",
             index=models.Index(fields=["organization_name", "-issued_at"], name="upload_org_issued"),
         ),
         migrations.AddIndex(
             model_name="upload",
-            index=models.Index(fields=["target_kind", "target_id", "-issued_at"], name="upload_target_issued"),
+            index=models.Index(fields=["target_id", "-issued_at"], name="upload_target_issued"),
         ),
         migrations.AddIndex(
             model_name="upload",

@@ -19,7 +19,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import CharField, QuerySet, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from uploads import ckan, storage
@@ -117,6 +118,20 @@ def _distinct_keyset(queryset: QuerySet[Upload], field: str) -> Iterator[list[st
         if len(chunk) < LEDGER_CHUNK_SIZE:
             return
         page = values.filter(**{f"{field}__gt": chunk[-1]})
+
+
+def _of_dataset(prefix: str, package_id: str) -> QuerySet[Upload]:
+    """The linked uploads of one dataset, looked up by the dataset's index.
+
+    The state is compared as ``state || ''`` so that no planner walks the state index instead:
+    SQLite, given the two equalities, picked upload_state_issued (every linked upload) once the
+    table grew its issue-13 columns, which made the ledger pass 3.5x slower.
+    """
+    return (
+        Upload.objects.alias(state_text=Concat("state", Value(""), output_field=CharField()))
+        .filter(package_id=package_id, state_text=UploadState.LINKED, key__startswith=prefix)
+        .only(*_LINKED_FIELDS)
+    )
 
 
 class SeenIds:
@@ -352,15 +367,22 @@ class Reconciler:
 
     def _check_linked(self) -> None:
         linked = Upload.objects.filter(state=UploadState.LINKED, key__startswith=self.prefix).only(*_LINKED_FIELDS)
-        resources = linked.filter(target_kind=TargetKind.RESOURCE)
-        for package_ids in _distinct_keyset(resources, "package_id"):
+        for package_ids in _distinct_keyset(linked, "package_id"):
             for package_id in package_ids:
                 # One dataset at a time: memory is bounded by the largest dataset, which
                 # package_show returns whole anyway.
-                self._check_group(list(resources.filter(package_id=package_id).order_by("resource_id", "issued_at")))
-        # Organization and group images: one organization_show / group_show per linked image.
-        for chunk in _keyset(linked.exclude(target_kind=TargetKind.RESOURCE), "id"):
-            self._check_group(chunk)
+                group = list(_of_dataset(self.prefix, package_id).order_by("resource_id", "issued_at"))
+                if package_id:
+                    self._check_group(group)
+                    continue
+                # No dataset: resource files issued before the package id was known, and
+                # organization and group images (one organization_show / group_show each).
+                files = [u for u in group if u.target_kind == TargetKind.RESOURCE]
+                images = [u for u in group if u.target_kind != TargetKind.RESOURCE]
+                if files:
+                    self._check_group(files)
+                for start in range(0, len(images), LEDGER_CHUNK_SIZE):
+                    self._check_group(images[start : start + LEDGER_CHUNK_SIZE])
 
     def _check_group(self, uploads: list[Upload]) -> None:
         self.run.uploads_checked += len(uploads)

@@ -21,7 +21,9 @@ IMAGE_KINDS = (TargetKind.ORGANIZATION, TargetKind.GROUP)
 def same_target(kind: str, target_id: str, resource_id: str) -> Q:
     """The uploads that share a target with one of this kind and id (a resource's by resource_id)."""
     if kind == TargetKind.RESOURCE:
-        return Q(target_kind=TargetKind.RESOURCE, resource_id=resource_id)
+        # An image's upload has an empty resource_id, so this is the resource's uploads only,
+        # on the resource index as before.
+        return Q(resource_id=resource_id)
     return Q(target_kind=kind, target_id=target_id)
 
 
