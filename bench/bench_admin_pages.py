@@ -24,16 +24,19 @@ sys.path.insert(0, str(ROOT))
 from bench.results import emit, skip  # noqa: E402
 
 SERVER_URL = os.environ.get("BENCH_ADMIN_PG_URL", "postgres://ckanrec:ckanrec@127.0.0.1:5432")
-DB_NAME = "ckanrec_bench"
+DB_NAME = os.environ.get("BENCH_ADMIN_DB_NAME", "ckanrec_bench")
 
 # One INSERT ... SELECT generate_series: states in realistic proportions, 500 requesters,
-# 2,000 datasets, 50,000 resources, one upload every 15 s going back in time.
+# 2,000 datasets in 40 organizations (names and titles as the issuance keeps them), 50,000
+# resources, one upload every 15 s going back in time.
 FILL_UPLOADS = """
 INSERT INTO uploads_upload (
     id, resource_id, package_id, filename, content_type, declared_size, declared_sha256, bucket, key,
     requested_by, requested_by_id, client_address, issued_at, expires_at, object_size, object_etag,
     object_content_type, object_seen_at, state, attempts, next_attempt_at, last_error, linked_at,
-    linked_url, updated_at)
+    linked_url, updated_at, dataset_private, resource_name, dataset_name, dataset_title, organization_name,
+    organization_title, multipart_upload_id, verified_sha256, token_fingerprint, target_kind, target_id,
+    target_name, target_title)
 SELECT u.id, u.resource_id, 'pkg-' || (u.i %% 2000), 'file-' || u.i || '.csv', 'text/csv', 1000, '',
        'bench', 'resources/api_uploads/' || u.resource_id || '/' || u.id || '/file-' || u.i || '.csv',
        'user-' || (u.i %% 500), '', NULL, u.issued_at, u.issued_at + interval '1 hour',
@@ -49,7 +52,9 @@ SELECT u.id, u.resource_id, 'pkg-' || (u.i %% 2000), 'file-' || u.i || '.csv', '
             THEN u.issued_at + interval '30 seconds' + (u.i %% 90) * interval '1 second' END,
        CASE WHEN u.state IN ('linked', 'superseded')
             THEN 'https://bench.example/resources/api_uploads/' || u.id ELSE '' END,
-       u.issued_at
+       u.issued_at, false, 'Table ' || (u.i %% 50000), 'dataset-' || (u.i %% 2000),
+       'Dataset number ' || (u.i %% 2000), 'org-' || (u.i %% 2000 %% 40), 'Organization ' || (u.i %% 2000 %% 40),
+       '', '', '', 'resource', u.resource_id, '', ''
 FROM (
     SELECT i, md5('upload' || i)::uuid AS id, md5('resource' || (i %% 50000))::uuid::text AS resource_id,
            now() - i * interval '15 seconds' AS issued_at,
@@ -174,7 +179,12 @@ def main() -> None:
         + time.strftime("%Y-%m-%d", time.gmtime(time.time() - 7 * 86400)),
         "search (resource id)": f"/admin/uploads/upload/?q={resource_id}",
         "search (file name prefix)": "/admin/uploads/upload/?q=file-4242",
+        "search (dataset name prefix)": "/admin/uploads/upload/?q=dataset-1234",
+        "list filtered (organization)": "/admin/uploads/upload/?organization=org-7",
+        "list filtered (organization + failed)": "/admin/uploads/upload/?organization=org-7&state__exact=failed",
+        "list filtered (dataset name)": "/admin/uploads/upload/?dataset_name=dataset-1234",
         "overview": "/admin/",
+        "overview (one organization)": "/admin/?organization=org-7",
         "event inbox (unmatched)": "/admin/uploads/storageevent/?status__exact=unmatched",
     }
 

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.db import connection
-from django.db.models import Count, F, Min
+from django.db.models import Count, F, Min, QuerySet
 from django.db.models.functions import Substr, TruncHour
 from django.urls import reverse
 from django.utils import timezone
@@ -32,10 +32,17 @@ _PERCENTILES_SQL = (
 )
 
 
-def upload_list_url(**params: Any) -> str:
-    """The upload changelist filtered by ``params`` (admin query-string lookups)."""
+def upload_list_url(organization: str = "", **params: Any) -> str:
+    """The upload changelist filtered by ``params`` (admin query-string lookups), and the organization."""
     base = reverse("admin:uploads_upload_changelist")
+    if organization:
+        params = {**params, "organization": organization}
     return f"{base}?{urlencode(params)}" if params else base
+
+
+def uploads_of(organization: str = "") -> QuerySet[Upload]:
+    """The uploads the overview counts: all, or one organization's (by its CKAN name)."""
+    return Upload.objects.filter(organization_name=organization) if organization else Upload.objects.all()
 
 
 def _iso(moment: datetime) -> str:
@@ -57,10 +64,10 @@ def age_text(age: timedelta) -> str:
     return f"{seconds} s"
 
 
-def counts_by_state() -> dict[str, int]:
+def counts_by_state(organization: str = "") -> dict[str, int]:
     """Number of uploads in each state (every state present, zeros included)."""
     counts = {state.value: 0 for state in UploadState}
-    for row in Upload.objects.order_by().values("state").annotate(n=Count("*")):
+    for row in uploads_of(organization).order_by().values("state").annotate(n=Count("*")):
         counts[row["state"]] = row["n"]
     return counts
 
@@ -75,20 +82,22 @@ def attempts_by_outcome() -> dict[str, int]:
     return {row["outcome"]: row["n"] for row in LinkAttempt.objects.order_by().values("outcome").annotate(n=Count("*"))}
 
 
-def oldest_in_state(state: str) -> Upload | None:
+def oldest_in_state(state: str, organization: str = "") -> Upload | None:
     """The upload that has waited longest in ``state`` (by issue time)."""
     return (
-        Upload.objects.filter(state=state)
+        uploads_of(organization)
+        .filter(state=state)
         .only("id", "filename", "resource_id", "issued_at", "state")
         .order_by("issued_at")
         .first()
     )
 
 
-def top_failure_reasons(limit: int = 5) -> list[dict[str, Any]]:
+def top_failure_reasons(limit: int = 5, organization: str = "") -> list[dict[str, Any]]:
     """The most common reasons (first characters of last_error) among failed uploads."""
     rows = (
-        Upload.objects.filter(state=UploadState.FAILED)
+        uploads_of(organization)
+        .filter(state=UploadState.FAILED)
         .order_by()
         .annotate(reason=Substr("last_error", 1, REASON_PREFIX))
         .values("reason")
@@ -99,7 +108,7 @@ def top_failure_reasons(limit: int = 5) -> list[dict[str, Any]]:
         {
             "reason": row["reason"] or "(no error recorded)",
             "count": row["n"],
-            "url": upload_list_url(state__exact=UploadState.FAILED, last_error__startswith=row["reason"]),
+            "url": upload_list_url(organization, state__exact=UploadState.FAILED, last_error__startswith=row["reason"]),
         }
         for row in rows
     ]
@@ -123,16 +132,19 @@ def _hourly(qs: Any, column: str) -> dict[datetime, int]:
     return {row["hour"]: row["n"] for row in rows}
 
 
-def hourly_series(now: datetime | None = None, *, width: int = 840, height: int = 90) -> list[Series]:
+def hourly_series(
+    now: datetime | None = None, *, width: int = 840, height: int = 90, organization: str = ""
+) -> list[Series]:
     """Uploads issued, linked and failed per hour over the last seven days (three queries)."""
     now = now or timezone.now()
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = end - timedelta(days=SERIES_DAYS)
     hours = [start + timedelta(hours=i) for i in range(SERIES_DAYS * 24)]
-    recent = Upload.objects.filter(issued_at__gte=start - ISSUE_SLACK)
+    uploads = uploads_of(organization)
+    recent = uploads.filter(issued_at__gte=start - ISSUE_SLACK)
     issued_from = _iso(start - ISSUE_SLACK)
     specs = [
-        ("issued", "Issued", "#417690", Upload.objects.filter(issued_at__gte=start), "issued_at", {}),
+        ("issued", "Issued", "#417690", uploads.filter(issued_at__gte=start), "issued_at", {}),
         (
             "linked",
             "Linked",
@@ -160,7 +172,9 @@ def hourly_series(now: datetime | None = None, *, width: int = 840, height: int 
             label=label,
             colour=colour,
             total=total,
-            total_url=upload_list_url(**extra, **{f"{column}__gte": _iso(start), f"{column}__lt": _iso(end)}),
+            total_url=upload_list_url(
+                organization, **extra, **{f"{column}__gte": _iso(start), f"{column}__lt": _iso(end)}
+            ),
             peak=max(counts.values(), default=0),
         )
         for i, hour in enumerate(hours):
@@ -174,7 +188,9 @@ def hourly_series(now: datetime | None = None, *, width: int = 840, height: int 
                     "y": round(height - bar_height, 1),
                     "height": bar_height,
                     "url": upload_list_url(
-                        **extra, **{f"{column}__gte": _iso(hour), f"{column}__lt": _iso(hour + timedelta(hours=1))}
+                        organization,
+                        **extra,
+                        **{f"{column}__gte": _iso(hour), f"{column}__lt": _iso(hour + timedelta(hours=1))},
                     ),
                 }
             )
@@ -189,7 +205,7 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def link_latency(now: datetime | None = None) -> dict[str, Any]:
+def link_latency(now: datetime | None = None, organization: str = "") -> dict[str, Any]:
     """p50 and p95 seconds from object seen to linked, for uploads linked in the last 7 days.
 
     PostgreSQL computes them exactly with percentile_cont; elsewhere (SQLite in development)
@@ -197,14 +213,17 @@ def link_latency(now: datetime | None = None) -> dict[str, Any]:
     """
     now = now or timezone.now()
     start = now - timedelta(days=SERIES_DAYS)
-    qs = Upload.objects.filter(
+    qs = uploads_of(organization).filter(
         issued_at__gte=start - ISSUE_SLACK,
         linked_at__gte=start,
         object_seen_at__isnull=False,
         state__in=[UploadState.LINKED, UploadState.SUPERSEDED],
     )
     url = upload_list_url(
-        state__in="linked,superseded", issued_at__gte=_iso(start - ISSUE_SLACK), linked_at__gte=_iso(start)
+        organization,
+        state__in="linked,superseded",
+        issued_at__gte=_iso(start - ISSUE_SLACK),
+        linked_at__gte=_iso(start),
     )
     if connection.vendor == "postgresql":
         sql, params = (
@@ -231,22 +250,35 @@ def link_latency(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
-def overview(now: datetime | None = None) -> dict[str, Any]:
-    """Everything the overview page shows."""
+def organization_title(organization: str) -> str:
+    """The title kept with the latest upload of an organization (its name when none is kept)."""
+    title = (
+        Upload.objects.filter(organization_name=organization)
+        .exclude(organization_title="")
+        .order_by("-issued_at")
+        .values_list("organization_title", flat=True)
+        .first()
+    )
+    return title or organization
+
+
+def overview(now: datetime | None = None, organization: str = "") -> dict[str, Any]:
+    """Everything the overview page shows: for every upload, or one organization's (by CKAN name)."""
     now = now or timezone.now()
-    counts = counts_by_state()
+    organization = organization.strip()
+    counts = counts_by_state(organization)
     states = [
         {
             "state": state.value,
             "label": state.label,
             "count": counts[state.value],
-            "url": upload_list_url(state__exact=state.value),
+            "url": upload_list_url(organization, state__exact=state.value),
         }
         for state in UploadState
     ]
     oldest = []
     for state, label in ((UploadState.UPLOADED, "awaiting link"), (UploadState.ISSUED, "issued, no object yet")):
-        upload = oldest_in_state(state)
+        upload = oldest_in_state(state, organization)
         if upload is not None:
             oldest.append(
                 {
@@ -255,7 +287,7 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
                     "age": now - upload.issued_at,
                     "age_text": age_text(now - upload.issued_at),
                     "url": reverse("admin:uploads_upload_change", args=[upload.pk]),
-                    "list_url": upload_list_url(state__exact=state),
+                    "list_url": upload_list_url(organization, state__exact=state),
                 }
             )
     event_counts = events_by_status()
@@ -272,12 +304,14 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
         "now": now,
         "events": events,
         "total": sum(counts.values()),
-        "total_url": upload_list_url(),
+        "total_url": upload_list_url(organization),
         "states": states,
         "oldest": oldest,
-        "reasons": top_failure_reasons(),
-        "series": hourly_series(now),
-        "latency": link_latency(now),
+        "reasons": top_failure_reasons(organization=organization),
+        "series": hourly_series(now, organization=organization),
+        "latency": link_latency(now, organization),
+        "organization": organization,
+        "organization_title": organization_title(organization) if organization else "",
     }
 
 

@@ -195,6 +195,13 @@ MULTIPART_URLS_PER_PAGE = env_int("MULTIPART_URLS_PER_PAGE", 100, minimum=1, max
 # unless listed here; listed ones are stored with `Content-Disposition: attachment`.
 UPLOAD_ALLOWED_ACTIVE_TYPES = [item.lower() for item in env_list("UPLOAD_ALLOWED_ACTIVE_TYPES", [])]
 
+# Organization and group images (POST /api/v1/organizations|groups/<id>/image): image types
+# only; SVG is not among them by default (served from the public bucket, it runs scripts).
+IMAGE_ALLOWED_TYPES = [
+    item.lower() for item in env_list("IMAGE_ALLOWED_TYPES", ["image/png", "image/jpeg", "image/gif", "image/webp"])
+]
+IMAGE_MAX_SIZE = env_int("IMAGE_MAX_SIZE", 5 * _MIB, minimum=1, maximum=5 * 1024**3)
+
 # --- Linking ------------------------------------------------------------------------------
 LINK_MAX_ATTEMPTS = env_int("LINK_MAX_ATTEMPTS", 8, minimum=1, maximum=100)
 LINK_RETRY_BASE_SECONDS = env_int("LINK_RETRY_BASE_SECONDS", 30, minimum=1)
@@ -227,6 +234,31 @@ CONSUMER_STALE_SECONDS = env_int("CONSUMER_STALE_SECONDS", 180, minimum=30)
 
 # --- Reconciliation -----------------------------------------------------------------------
 RECONCILE_SCHEDULE_FIX = env_bool("RECONCILE_SCHEDULE_FIX", False)
+
+# --- Housekeeping (manage.py prune, daily) ------------------------------------------------
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 90, minimum=1)
+LINK_ATTEMPT_RETENTION_DAYS = env_int("LINK_ATTEMPT_RETENTION_DAYS", 90, minimum=1)
+EXPIRED_UPLOAD_RETENTION_DAYS = env_int("EXPIRED_UPLOAD_RETENTION_DAYS", 30, minimum=1)
+
+# --- Failure notices (uploads/services/notify.py) -----------------------------------------
+# A digest at most every NOTIFY_DIGEST_MINUTES naming the uploads that ended failed since the
+# last one: by email to NOTIFY_EMAILS (Django's mail settings below) and/or a JSON POST.
+NOTIFY_EMAILS = env_list("NOTIFY_EMAILS", [])
+NOTIFY_WEBHOOK_URL = env_str("NOTIFY_WEBHOOK_URL")
+NOTIFY_DIGEST_MINUTES = env_int("NOTIFY_DIGEST_MINUTES", 15, minimum=1, maximum=1440)
+NOTIFY_DIGEST_MAX_UPLOADS = env_int("NOTIFY_DIGEST_MAX_UPLOADS", 1000, minimum=1, maximum=100_000)
+# Where stewards open the admin (the links in a notice): e.g. https://uploads.example.org
+NOTIFY_ADMIN_BASE_URL = env_str("NOTIFY_ADMIN_BASE_URL").rstrip("/")
+NOTIFY_TIMEOUT_SECONDS = env_int("NOTIFY_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = NOTIFY_TIMEOUT_SECONDS
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ckan-uploads@localhost")
+EMAIL_SUBJECT_PREFIX = env_str("EMAIL_SUBJECT_PREFIX", "[CKAN uploads] ")
 
 # --- Background tasks (django-q2) ---------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")

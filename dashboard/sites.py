@@ -21,5 +21,6 @@ class ReconcilerAdminSite(admin.AdminSite):
         """The landing page: the overview for those who may see the ledger, then the app list."""
         context = dict(extra_context or {})
         if request.user.has_perm("uploads.view_upload"):
-            context["overview"] = overview()
+            # ?organization=<CKAN name> narrows the overview to one organization's uploads.
+            context["overview"] = overview(organization=request.GET.get("organization", "")[:100])
         return super().index(request, context)

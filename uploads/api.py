@@ -10,7 +10,7 @@ from uuid import UUID
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import get_script_prefix, reverse
-from ninja import NinjaAPI, Schema, Status
+from ninja import NinjaAPI, Path, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.parser import Parser
@@ -21,7 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 from uploads import ckan, storage
 from uploads.api_events import router as events_router
 from uploads.middleware import is_json_media_type
-from uploads.models import Upload
+from uploads.models import TargetKind, Upload
 from uploads.services import complete, issue, privacy
 from uploads.services.issue import UploadConflict
 from uploads.services.owner import NotOwner, authorize_owner
@@ -256,6 +256,50 @@ class ResourceRequest(FileFields):
     name: str = Field(min_length=1, max_length=1000)
 
 
+class ImageRequest(BaseModel):
+    """An organization's or group's image: an image type only, at most IMAGE_MAX_SIZE bytes, one PUT."""
+
+    model_config = ConfigDict(regex_engine="python-re")
+
+    filename: str = Field(
+        max_length=MAX_FILENAME_CHARS,
+        pattern=FILENAME_PATTERN,
+        description="The image's file name; its extension must fit the type (.png for image/png, ...)",
+        examples=["logo.png"],
+    )
+    content_type: str = Field(
+        max_length=MAX_CONTENT_TYPE_CHARS,
+        pattern=CONTENT_TYPE_PATTERN,
+        description="One of IMAGE_ALLOWED_TYPES (default image/png, image/jpeg, image/gif, image/webp; "
+        "SVG is refused unless the operator allows it)",
+        examples=["image/png"],
+    )
+    size: int = Field(ge=1, le=MAX_DECLARED_SIZE, description="Bytes, exactly; at most IMAGE_MAX_SIZE (5 MiB)")
+    sha256: str | None = Field(
+        None, pattern=SHA256_PATTERN, description="Hex SHA-256 of the file (verified by the store)"
+    )
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, value: str) -> str:
+        return _clean(clean_filename, value)
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str) -> str:
+        return _clean(clean_content_type, value)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: int) -> int:
+        return _clean(clean_size, value)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str:
+        return _clean(clean_sha256, value)
+
+
 class PartUrlOut(Schema):
     part_number: int
     url: str
@@ -292,6 +336,8 @@ class UploadStateOut(Schema):
 class UploadStatusOut(Schema):
     upload_id: UUID
     state: str
+    target_kind: str | None = Field(None, description="resource, organization or group")
+    target_id: str | None = None
     resource_id: str | None = None
     issued_at: datetime | None = None
     expires_at: datetime | None = None
@@ -473,6 +519,51 @@ def create_resource(request: HttpRequest, payload: ResourceRequest) -> Status:
     return Status(201, {"resource": resource, "upload": _issued_out(request, issued)})
 
 
+# A CKAN organization or group: its id (a UUID) or its name (2-100 of a-z, 0-9, - and _).
+GROUP_REF_PATTERN = r"^[A-Za-z0-9_-]{2,100}$"
+
+
+def _issue_image(request: HttpRequest, kind: str, target: str, payload: ImageRequest) -> Status:
+    issued = issue.issue_image(
+        kind=kind,
+        target=target,
+        filename=payload.filename,
+        content_type=payload.content_type,
+        size=payload.size,
+        sha256=payload.sha256 or "",
+        client_token=request.auth,  # type: ignore[attr-defined]
+        client_address=_client_address(request),
+    )
+    return Status(201, _issued_out(request, issued))
+
+
+@api.post(
+    "/organizations/{target}/image",
+    auth=CkanToken(),
+    response={201: IssuedUploadOut, **ERRORS},
+    url_name="organization_image",
+)
+def organization_image(
+    request: HttpRequest, payload: ImageRequest, target: str = Path(..., pattern=GROUP_REF_PATTERN)
+) -> Status:
+    """Issue a presigned PUT URL for an organization's image; once linked it is the organization's image_url.
+
+    Only a CKAN user who may update the organization (a sysadmin or one of its admins) gets one.
+    """
+    return _issue_image(request, TargetKind.ORGANIZATION, target, payload)
+
+
+@api.post("/groups/{target}/image", auth=CkanToken(), response={201: IssuedUploadOut, **ERRORS}, url_name="group_image")
+def group_image(
+    request: HttpRequest, payload: ImageRequest, target: str = Path(..., pattern=GROUP_REF_PATTERN)
+) -> Status:
+    """Issue a presigned PUT URL for a group's image; once linked it is the group's image_url.
+
+    Only a CKAN user who may update the group (a sysadmin or one of its admins) gets one.
+    """
+    return _issue_image(request, TargetKind.GROUP, target, payload)
+
+
 @api.get(
     "/uploads/{upload_id}",
     response={200: UploadStatusOut, **PATH_ERRORS, **{code: ErrorOut for code in (403, 502)}},
@@ -487,6 +578,8 @@ def upload_status(request: HttpRequest, upload_id: UUID) -> dict[str, Any]:
     return {
         "upload_id": upload.id,
         "state": upload.state,
+        "target_kind": upload.target_kind,
+        "target_id": upload.target_id or upload.resource_id,
         "resource_id": upload.resource_id,
         "issued_at": upload.issued_at,
         "expires_at": upload.expires_at,

@@ -142,6 +142,19 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
                 id="uploads.E015",
             )
         )
+    # Failure notices (a chat webhook URL is a credential: the message does not repeat it).
+    if settings.NOTIFY_WEBHOOK_URL and not _is_http_url(settings.NOTIFY_WEBHOOK_URL):
+        problems.append(Error("NOTIFY_WEBHOOK_URL is not an http(s) URL.", id="uploads.E021"))
+    if settings.NOTIFY_ADMIN_BASE_URL and not _is_http_url(settings.NOTIFY_ADMIN_BASE_URL):
+        problems.append(Error("NOTIFY_ADMIN_BASE_URL is not an http(s) URL.", id="uploads.E022"))
+    if (settings.NOTIFY_EMAILS or settings.NOTIFY_WEBHOOK_URL) and not settings.NOTIFY_ADMIN_BASE_URL:
+        problems.append(
+            Warning(
+                "NOTIFY_ADMIN_BASE_URL is not set: failure notices link to the admin by path only.",
+                hint="Set it to where stewards open the admin, e.g. https://uploads.example.org",
+                id="uploads.W021",
+            )
+        )
     return problems
 
 

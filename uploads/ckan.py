@@ -207,3 +207,35 @@ def authorize_resource_update(resource_id: str, *, token: str) -> dict[str, Any]
 def whoami(*, token: str) -> dict[str, Any]:
     """The CKAN user a token belongs to (``user_show`` without an id shows the caller)."""
     return call_action("user_show", {}, token=token)
+
+
+def group_show(kind: str, id_or_name: str, *, token: str | None) -> dict[str, Any]:
+    """An organization or group (``kind``) as CKAN shows it to that token, without its datasets and members."""
+    return call_action(
+        f"{kind}_show",
+        {"id": id_or_name, "include_datasets": False, "include_users": False, "include_followers": False},
+        token=token,
+    )
+
+
+def group_patch(kind: str, id_or_name: str, fields: dict[str, Any], *, token: str | None) -> dict[str, Any]:
+    """Change only the given fields of an organization or group (``{kind}_patch`` keeps every other one)."""
+    return call_action(f"{kind}_patch", {"id": id_or_name, **fields}, token=token)
+
+
+def authorize_group_update(kind: str, id_or_name: str, *, token: str) -> dict[str, Any]:
+    """Prove that ``token`` may update the organization or group, writing nothing; return it.
+
+    CKAN authorises ``organization_patch`` / ``group_patch`` as ``organization_update`` /
+    ``group_update`` (``has_user_permission_for_group_or_org(..., 'update')``: a sysadmin, or an
+    admin of it or of a parent), and only then validates. So the probe sends a value every schema
+    refuses (an empty ``name``): 403 when the right is missing, 409 (nothing written) when it is
+    there. A 404 from the show before it means no such organization or group.
+    """
+    shown = group_show(kind, id_or_name, token=token)
+    try:
+        group_patch(kind, str(shown["id"]), {"name": ""}, token=token)
+    except CkanValidationError:
+        return shown
+    # Not reachable on any CKAN that validates names; never treat it as a permission.
+    raise CkanBadRequest(f"CKAN accepted an empty {kind} name: cannot tell whether the token may update it")

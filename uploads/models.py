@@ -19,10 +19,25 @@ class UploadState(models.TextChoices):
     ABORTED = "aborted", "Aborted"
 
 
+class TargetKind(models.TextChoices):
+    """What an upload's file becomes in CKAN: a resource's file, or an organization's or group's image."""
+
+    RESOURCE = "resource", "Resource file"
+    ORGANIZATION = "organization", "Organization image"
+    GROUP = "group", "Group image"
+
+
 class Upload(models.Model):
-    """One presigned URL issued for one CKAN resource, and what became of it."""
+    """One presigned URL issued for one CKAN resource (or organization or group image), and what became of it."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # "Last writer wins" holds per target (kind + id). A resource's id is also in resource_id;
+    # an image's upload has an empty resource_id.
+    target_kind = models.CharField(max_length=20, choices=TargetKind.choices, default=TargetKind.RESOURCE)
+    target_id = models.CharField(max_length=100, blank=True)
+    # The organization's or group's name and title (for an image), as CKAN showed them at issuance.
+    target_name = models.CharField(max_length=100, blank=True)
+    target_title = models.CharField(max_length=500, blank=True)
     resource_id = models.CharField(max_length=100)
     package_id = models.CharField(max_length=100, blank=True)
     filename = models.CharField(max_length=255)
@@ -71,6 +86,15 @@ class Upload(models.Model):
         default=False,
         help_text="The dataset was private when the file's readability was set (at issuance, or by a reconcile fix)",
     )
+    # Names as CKAN showed them at issuance, for people (the ids stay the keys): from the answers
+    # the issuance already gets (the resource, the dataset with its organization).
+    resource_name = models.CharField(max_length=500, blank=True)
+    dataset_name = models.CharField(max_length=100, blank=True)
+    dataset_title = models.CharField(max_length=500, blank=True)
+    organization_name = models.CharField(max_length=100, blank=True)
+    organization_title = models.CharField(max_length=500, blank=True)
+    # When a failure digest named this upload; reset when the upload fails (again).
+    failure_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-issued_at"]
@@ -91,9 +115,21 @@ class Upload(models.Model):
             ),
             models.Index(fields=["expires_at"], name="upload_issued_expiry", condition=Q(state="issued")),
             models.Index(fields=["claimed_at"], name="upload_claimed", condition=Q(claim_token__isnull=False)),
+            models.Index(fields=["organization_name", "-issued_at"], name="upload_org_issued"),
+            # target_id first: a resource's lookups stay on resource_id (upload_resource_issued),
+            # and no planner takes this index for a `target_kind = 'resource'` filter.
+            models.Index(fields=["target_id", "-issued_at"], name="upload_target_issued"),
+            models.Index(fields=["dataset_name"], name="upload_dataset_name_prefix", opclasses=["varchar_pattern_ops"]),
+            models.Index(
+                fields=["updated_at"],
+                name="upload_failure_unnotified",
+                condition=Q(state="failed", failure_notified_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
+        if self.target_kind != TargetKind.RESOURCE:
+            return f"{self.filename} → {self.target_kind} {self.target_name or self.target_id} ({self.state})"
         return f"{self.filename} → {self.resource_id} ({self.state})"
 
     @property
@@ -286,6 +322,22 @@ class ReconcileSeen(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} listed {self.upload_id}"
+
+
+class FailureDigest(models.Model):
+    """One failure notice sent (a digest of the uploads that ended failed since the last one)."""
+
+    sent_at = models.DateTimeField(default=timezone.now, db_index=True)
+    uploads = models.PositiveIntegerField(default=0)
+    emailed = models.BooleanField(default=False)
+    webhook_posted = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-sent_at"]
+
+    def __str__(self) -> str:
+        return f"failure digest of {self.uploads} upload(s) at {self.sent_at:%Y-%m-%d %H:%M}"
 
 
 class ConsumerHealth(models.Model):

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from django.conf import settings
 
-from uploads.services import link, reconcile, sweep
+from uploads.services import link, notify, prune, reconcile, sweep
 
 
 def link_upload_task(upload_id: str, trigger: str, triggered_by: str = "") -> str:
@@ -24,3 +24,13 @@ def reconcile_task() -> dict[str, Any]:
     """The scheduled reconciliation scan (daily; heals only when RECONCILE_SCHEDULE_FIX is on)."""
     run = reconcile.run_reconcile(fix=settings.RECONCILE_SCHEDULE_FIX, triggered_by="schedule")
     return {"run": run.pk, "counts": run.counts}
+
+
+def prune_task() -> dict[str, Any]:
+    """The daily housekeeping (uploads/services/prune.py)."""
+    return prune.run_prune().as_dict()
+
+
+def notify_task() -> dict[str, Any]:
+    """Send a failure digest when uploads failed since the last one and the period allows (every minute)."""
+    return notify.send_failure_digest().as_dict()

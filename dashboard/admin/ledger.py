@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from dashboard.admin.base import ReadOnlyAdmin, upload_link
-from uploads.models import EventStatus, LinkAttempt, LinkOutcome, StorageEvent, Upload, UploadState
+from uploads.models import EventStatus, LinkAttempt, LinkOutcome, StorageEvent, TargetKind, Upload, UploadState
 from uploads.services.replay import plan_replay, replay_uploads
 
 STATE_COLOURS = {
@@ -56,12 +56,34 @@ def badge(value: str, label: str) -> SafeString:
 
 
 def ckan_resource_url(upload: Upload) -> str:
-    """The resource's page in CKAN (empty when CKAN_URL is not configured)."""
+    """The resource's page in CKAN, or the organization's or group's for an image (empty without CKAN_URL)."""
     if not settings.CKAN_URL:
         return ""
+    if upload.target_kind != TargetKind.RESOURCE:
+        return f"{settings.CKAN_URL}/{upload.target_kind}/{upload.target_name or upload.target_id}"
     if upload.package_id:
         return f"{settings.CKAN_URL}/dataset/{upload.package_id}/resource/{upload.resource_id}"
     return f"{settings.CKAN_URL}/resource/{upload.resource_id}"
+
+
+def ckan_dataset_url(upload: Upload) -> str:
+    """The dataset's page in CKAN (by name when kept, else by id; empty without CKAN_URL or a dataset)."""
+    dataset = upload.dataset_name or upload.package_id
+    return f"{settings.CKAN_URL}/dataset/{dataset}" if settings.CKAN_URL and dataset else ""
+
+
+def ckan_organization_url(upload: Upload) -> str:
+    """The organization's page in CKAN (empty without CKAN_URL or a kept organization name)."""
+    if not settings.CKAN_URL or not upload.organization_name:
+        return ""
+    return f"{settings.CKAN_URL}/organization/{upload.organization_name}"
+
+
+def ckan_anchor(url: str, text: str, *, css: str = "") -> SafeString:
+    """A link to a CKAN page (plain text when there is no URL)."""
+    if not url:
+        return format_html("{}", text or "—")
+    return format_html('<a href="{}" class="{}" rel="noopener" target="_blank">{}</a>', url, css, text or "—")
 
 
 class CheapCountPaginator(Paginator):
@@ -131,6 +153,18 @@ class DatasetFilter(InputFilter):
     field_name = "package_id"
 
 
+class OrganizationFilter(InputFilter):
+    title = "organization (CKAN name)"
+    parameter_name = "organization"
+    field_name = "organization_name"
+
+
+class DatasetNameFilter(InputFilter):
+    title = "dataset (CKAN name)"
+    parameter_name = "dataset_name"
+    field_name = "dataset_name"
+
+
 class ResourceFilter(InputFilter):
     title = "resource id"
     parameter_name = "resource"
@@ -147,18 +181,32 @@ class LedgerListAdmin(ReadOnlyAdmin):
 
 @admin.register(Upload)
 class UploadAdmin(LedgerListAdmin):
-    list_display = ("filename", "state_badge", "resource_id", "requested_by", "issued_at", "attempts", "linked_at")
+    list_display = (
+        "filename",
+        "state_badge",
+        "dataset_column",
+        "organization_column",
+        "resource_column",
+        "requested_by",
+        "issued_at",
+        "attempts",
+        "linked_at",
+    )
     list_filter = (
         "state",
+        "target_kind",
         ("issued_at", admin.DateFieldListFilter),
         "dataset_private",
+        OrganizationFilter,
+        DatasetNameFilter,
         RequesterFilter,
         DatasetFilter,
         ResourceFilter,
     )
-    search_fields = ("=id", "=resource_id", "=package_id", "key", "filename", "=requested_by")
+    search_fields = ("=id", "=resource_id", "=package_id", "key", "filename", "=requested_by", "dataset_name")
     search_help_text = (
-        "An upload, resource or dataset id; an object key (or its start); a file name (or its start); a requester."
+        "An upload, resource or dataset id; an object key (or its start); a file name or a dataset's CKAN name "
+        "(or their start); a requester."
     )
     ordering = ("-issued_at",)
     sortable_by = ("filename", "state_badge", "issued_at", "linked_at", "attempts", "requested_by")
@@ -171,6 +219,11 @@ class UploadAdmin(LedgerListAdmin):
                 "fields": (
                     "id",
                     "state_badge",
+                    "dataset_column",
+                    "organization_column",
+                    "resource_column",
+                    "target_kind",
+                    "target_id",
                     "ckan_link",
                     "package_id",
                     "dataset_private",
@@ -226,8 +279,28 @@ class UploadAdmin(LedgerListAdmin):
     def state_badge(self, obj: Upload) -> SafeString:
         return badge(obj.state, obj.get_state_display())
 
-    @admin.display(description="CKAN resource")
+    @admin.display(description="dataset", ordering="dataset_name")
+    def dataset_column(self, obj: Upload) -> SafeString:
+        return ckan_anchor(ckan_dataset_url(obj), obj.dataset_title or obj.dataset_name, css="ckan-dataset")
+
+    @admin.display(description="organization", ordering="organization_name")
+    def organization_column(self, obj: Upload) -> SafeString:
+        return ckan_anchor(
+            ckan_organization_url(obj), obj.organization_title or obj.organization_name, css="ckan-organization"
+        )
+
+    @admin.display(description="for")
+    def resource_column(self, obj: Upload) -> SafeString:
+        """The resource, or "image of <organization or group>"."""
+        if obj.target_kind != TargetKind.RESOURCE:
+            label = f"image of {obj.get_target_kind_display().split()[0].lower()} {obj.target_title or obj.target_name}"
+            return ckan_anchor(ckan_resource_url(obj), label, css=f"ckan-{obj.target_kind}-image")
+        return ckan_anchor(ckan_resource_url(obj), obj.resource_name, css="ckan-resource")
+
+    @admin.display(description="CKAN resource id")
     def ckan_link(self, obj: Upload) -> SafeString:
+        if obj.target_kind != TargetKind.RESOURCE:
+            return format_html("{}", "—")
         url = ckan_resource_url(obj)
         if not url:
             return format_html("{}", obj.resource_id)
@@ -241,7 +314,9 @@ class UploadAdmin(LedgerListAdmin):
         if not term:
             return queryset, False
         if _UUID.match(term):
-            ids = Q(resource_id=term) | Q(package_id=term)
+            # An organization's or group's id finds its images (through the target index).
+            images = Q(target_kind__in=[TargetKind.ORGANIZATION, TargetKind.GROUP], target_id=term)
+            ids = Q(resource_id=term) | Q(package_id=term) | images
             try:
                 ids |= Q(id=UUID(term))
             except ValueError:
@@ -249,7 +324,10 @@ class UploadAdmin(LedgerListAdmin):
             return queryset.filter(ids), False
         if "/" in term:
             return queryset.filter(Q(key=term) | Q(key__startswith=term)), False
-        return queryset.filter(Q(requested_by=term) | Q(filename__startswith=term)), False
+        return (
+            queryset.filter(Q(requested_by=term) | Q(filename__startswith=term) | Q(dataset_name__startswith=term)),
+            False,
+        )
 
     def get_urls(self) -> list[URLPattern]:
         replay = path(
@@ -428,8 +506,20 @@ class StorageEventAdmin(LedgerListAdmin):
 
 @admin.register(LinkAttempt)
 class LinkAttemptAdmin(LedgerListAdmin):
-    list_display = ("started_at", "upload_link", "trigger", "triggered_by", "outcome_badge", "ckan_status", "error")
+    list_display = (
+        "started_at",
+        "upload_link",
+        "upload_file",
+        "upload_dataset",
+        "trigger",
+        "triggered_by",
+        "outcome_badge",
+        "ckan_status",
+        "error",
+    )
     list_filter = ("outcome", "trigger", ("started_at", admin.DateFieldListFilter))
+    # One join for the page's 50 rows: the file and dataset names come with the attempts.
+    list_select_related = ("upload",)
     ordering = ("-started_at",)
     fields = (
         "upload_link",
@@ -442,6 +532,17 @@ class LinkAttemptAdmin(LedgerListAdmin):
         "error",
     )
     readonly_fields = fields
+
+    @admin.display(description="file")
+    def upload_file(self, obj: LinkAttempt) -> str:
+        return obj.upload.filename
+
+    @admin.display(description="dataset or target")
+    def upload_dataset(self, obj: LinkAttempt) -> SafeString:
+        upload = obj.upload
+        if upload.target_kind != TargetKind.RESOURCE:
+            return format_html("image of {} {}", upload.target_kind, upload.target_title or upload.target_name)
+        return ckan_anchor(ckan_dataset_url(upload), upload.dataset_title or upload.dataset_name, css="ckan-dataset")
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, obj: LinkAttempt) -> SafeString:

@@ -36,6 +36,10 @@ def test_an_organisation_editor_gets_a_url_that_accepts_the_file(client, storage
     upload = Upload.objects.get(pk=body["upload_id"])
     assert upload.requested_by == ckan_world.editor.name
     assert upload.package_id == ckan_world.dataset["id"]
+    # The names people think in, kept from the answers the issuance already had.
+    names = (upload.resource_name, upload.dataset_name, upload.dataset_title)
+    assert names == ("report.csv", ckan_world.dataset["name"], ckan_world.dataset["title"])
+    assert (upload.organization_name, upload.organization_title) == (ckan_world.org["name"], ckan_world.org["title"])
 
 
 def test_the_permission_probe_changes_nothing_in_ckan(client, storage_world, ckan_settings, ckan_world):
@@ -93,6 +97,8 @@ def test_resources_endpoint_creates_a_real_ckan_resource_and_returns_its_upload(
     assert resource["package_id"] == ckan_world.dataset["id"]
     upload = Upload.objects.get(pk=created["upload"]["upload_id"])
     assert upload.resource_id == resource["id"]
+    assert (upload.resource_name, upload.dataset_title) == ("New table", ckan_world.dataset["title"])
+    assert upload.organization_title == ckan_world.org["title"]
     assert (
         requests.put(
             created["upload"]["upload_url"], data=b"a,b\n", headers=created["upload"]["headers"], timeout=10

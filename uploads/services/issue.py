@@ -14,10 +14,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from uploads import ckan, content_policy, layout, storage
-from uploads.models import Upload, UploadState
+from uploads.models import TargetKind, Upload, UploadState
 from uploads.services import privacy
 from uploads.services.owner import identify_requester, token_fingerprint
-from uploads.validation import InvalidInput, PartPlan, plan_upload
+from uploads.validation import InvalidInput, PartPlan, build_key, plan_upload
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,28 @@ def plan_for(size: int | None, multipart: bool | None) -> PartPlan | None:
     )
 
 
-def dataset_privacy(package_id: str, *, token: str) -> bool:
-    """Whether the dataset is private (read with the client's token); refuse when the rule says so."""
-    return privacy.check_issuance(ckan.package_show(package_id, token=token))
+def read_dataset(package_id: str, *, token: str) -> tuple[bool, dict[str, Any]]:
+    """The dataset's privacy (refusing when the rule says so) and the dataset as CKAN showed it."""
+    package = ckan.package_show(package_id, token=token)
+    return privacy.check_issuance(package), package
+
+
+def names_for_people(resource: dict[str, Any], package: dict[str, Any] | None) -> dict[str, str]:
+    """The names stewards think in, from the answers the issuance already has (no extra call).
+
+    Cut to the column lengths: a name is for display, the ids stay the keys.
+    """
+    package = package or {}
+    organization = package.get("organization") if isinstance(package.get("organization"), dict) else {}
+    values = {
+        "resource_name": resource.get("name"),
+        "dataset_name": package.get("name"),
+        "dataset_title": package.get("title"),
+        "organization_name": (organization or {}).get("name"),
+        "organization_title": (organization or {}).get("title"),
+    }
+    lengths = {f.name: getattr(f, "max_length", None) for f in Upload._meta.concrete_fields if f.name in values}
+    return {name: str(value or "")[: lengths[name]] for name, value in values.items()}
 
 
 @transaction.atomic
@@ -83,21 +102,23 @@ def issue_upload(
     multipart: bool | None = None,
     resource: dict[str, Any] | None = None,
     dataset_private: bool | None = None,
+    package: dict[str, Any] | None = None,
 ) -> IssuedUpload:
     """Check the client may update the resource, record an Upload and sign its URL(s).
 
     A single PUT gets one presigned URL. A multipart upload (``multipart``, or a size above
     MULTIPART_THRESHOLD) is started in the store and gets the first page of part URLs.
     ``resource`` is given when the caller has just created the resource with the same token,
-    which already proves the right to update it; ``dataset_private`` when it has checked the
-    dataset's privacy already.
+    which already proves the right to update it; ``dataset_private`` (and ``package``, the
+    dataset it read) when it has checked the dataset's privacy already.
     """
     plan = plan_for(size, multipart)
     policy = content_policy.decide(content_type, filename)
     if resource is None:
         resource = ckan.authorize_resource_update(resource_id, token=client_token)
     if dataset_private is None:
-        dataset_private = dataset_privacy(str(resource.get("package_id", "")), token=client_token)
+        dataset_private, package = read_dataset(str(resource.get("package_id", "")), token=client_token)
+    names = names_for_people(resource, package)
     requested_by, requested_by_id = identify_requester(client_token)
     upload_id = uuid.uuid4()
     key = layout.build_upload_key(
@@ -138,6 +159,7 @@ def issue_upload(
         upload = _record_upload(
             id=upload_id,
             resource_id=resource_id,
+            target_id=resource_id,
             package_id=str(resource.get("package_id", "")),
             filename=filename,
             content_type=content_type,
@@ -152,6 +174,7 @@ def issue_upload(
             issued_at=now,
             expires_at=expires_at,
             **fields,
+            **names,
             dataset_private=dataset_private,
         )
     except IntegrityError:
@@ -172,6 +195,99 @@ def issue_upload(
         requested_by,
     )
     return IssuedUpload(upload=upload, url=url, headers=headers, parts=parts)
+
+
+# A file name's extension must fit the declared image type (when the type is one of these).
+IMAGE_EXTENSIONS = {
+    "image/png": {"png"},
+    "image/jpeg": {"jpg", "jpeg", "jfif"},
+    "image/gif": {"gif"},
+    "image/webp": {"webp"},
+    "image/avif": {"avif"},
+    "image/svg+xml": {"svg", "svgz"},
+}
+
+
+def check_image(filename: str, content_type: str, size: int) -> content_policy.ContentDecision:
+    """Refuse what is not an accepted image (IMAGE_ALLOWED_TYPES, IMAGE_MAX_SIZE), then the content policy."""
+    media = content_policy.media_type(content_type)
+    allowed = settings.IMAGE_ALLOWED_TYPES
+    if media not in allowed:
+        raise InvalidInput("content_type", f"must be an image of an accepted type ({', '.join(allowed)})")
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    expected = IMAGE_EXTENSIONS.get(media)
+    if expected is not None and extension not in expected:
+        raise InvalidInput("filename", f"must end in .{' or .'.join(sorted(expected))} for {media}")
+    if size > settings.IMAGE_MAX_SIZE:
+        raise InvalidInput("size", f"must be at most {settings.IMAGE_MAX_SIZE} bytes (IMAGE_MAX_SIZE)")
+    # SVG (and any other active type) also needs UPLOAD_ALLOWED_ACTIVE_TYPES, and is then an attachment.
+    return content_policy.decide(content_type, filename)
+
+
+def issue_image(
+    *,
+    kind: str,
+    target: str,
+    filename: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+    client_token: str,
+    client_address: str | None,
+) -> IssuedUpload:
+    """Check the client may update the organization or group (``kind``), record an Upload and sign its PUT.
+
+    ``target`` is the organization's or group's id or name; the ledger keeps its id, name and title.
+    An image is always a single PUT (IMAGE_MAX_SIZE is far below MULTIPART_THRESHOLD).
+    """
+    if kind not in (TargetKind.ORGANIZATION, TargetKind.GROUP):
+        raise ValueError(f"not an image target kind: {kind}")
+    policy = check_image(filename, content_type, size)
+    shown = ckan.authorize_group_update(kind, target, token=client_token)
+    requested_by, requested_by_id = identify_requester(client_token)
+    target_id = str(shown["id"])
+    upload_id = uuid.uuid4()
+    key = build_key(settings.STORAGE_KEY_PREFIX, target_id, upload_id, filename)
+    signed = storage.presign_put(
+        key,
+        content_type=content_type,
+        content_length=size,
+        sha256_hex=sha256,
+        content_disposition=policy.content_disposition,
+        expires_in=storage.capped_ttl(settings.UPLOAD_URL_TTL),
+        # An image is shown by browsers from image_url: it is public in every link style.
+        acl=privacy.PUBLIC_READ if settings.STORAGE_OBJECT_ACLS else "",
+    )
+    now = timezone.now()
+    names = {
+        "target_name": str(shown.get("name") or "")[:100],
+        "target_title": str(shown.get("title") or "")[:500],
+    }
+    if kind == TargetKind.ORGANIZATION:
+        # An organization's image counts among that organization's uploads for stewards.
+        names.update(organization_name=names["target_name"], organization_title=names["target_title"])
+    with transaction.atomic():
+        upload = Upload.objects.create(
+            id=upload_id,
+            target_kind=kind,
+            target_id=target_id,
+            resource_id="",
+            filename=filename,
+            content_type=content_type,
+            declared_size=size,
+            declared_sha256=sha256,
+            bucket=storage.bucket_name(),
+            key=key,
+            requested_by=requested_by,
+            requested_by_id=requested_by_id,
+            token_fingerprint=token_fingerprint(client_token),
+            client_address=client_address,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=signed.expires_in),
+            **names,
+        )
+    log.info("issued image upload %s for %s %s to %s", upload.id, kind, target_id, requested_by)
+    return IssuedUpload(upload=upload, url=signed.url, headers=signed.headers, parts=[])
 
 
 def upload_plan(upload: Upload) -> PartPlan:
@@ -251,7 +367,7 @@ def create_resource_and_issue(
     plan_for(size, multipart)
     content_policy.decide(content_type, filename)
     # Before creating anything: a refused file must not leave an empty resource behind.
-    private = dataset_privacy(str(fields.get("package_id", "")), token=client_token)
+    private, package = read_dataset(str(fields.get("package_id", "")), token=client_token)
     resource = ckan.resource_create(fields, token=client_token)
     issued = issue_upload(
         resource_id=str(resource["id"]),
@@ -264,5 +380,6 @@ def create_resource_and_issue(
         multipart=multipart,
         resource=resource,
         dataset_private=private,
+        package=package,
     )
     return resource, issued

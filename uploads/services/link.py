@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from uploads import ckan, content_policy, layout, storage
 from uploads.models import LinkAttempt, LinkOutcome, LinkTrigger, Upload, UploadState
+from uploads.services import targets
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,8 @@ def _register_file(upload: Upload) -> str:
     registered at the location is found again, and the transfer is skipped once the resource
     owns it. CKAN analyses the object itself (size, MD5, content type) when registering it.
     """
-    if not layout.is_ckan_files():
-        return ""
+    if not layout.is_ckan_files() or upload.target_kind in targets.IMAGE_KINDS:
+        return ""  # an image is shown by browsers from its public URL, not served by CKAN
     location = layout.storage_location(upload.key)
     name = settings.CKAN_FILES_STORAGE
     token = ckan.service_token()
@@ -252,9 +253,9 @@ def _order_key(upload: Upload) -> tuple[datetime, datetime, str]:
 def _decide_and_patch(
     upload_id: UUID, *, claim: _Claim, info: storage.ObjectInfo, force: bool, attempt: LinkAttempt, file_id: str = ""
 ) -> str:
-    resource_id = Upload.objects.values_list("resource_id", flat=True).get(pk=upload_id)
     with transaction.atomic():
-        siblings = list(Upload.objects.select_for_update().filter(resource_id=resource_id).order_by("pk"))
+        # Siblings share the target (kind + id): a resource, an organization's or a group's image.
+        siblings = list(Upload.objects.select_for_update().filter(targets.target_of(upload_id)).order_by("pk"))
         upload = next(s for s in siblings if s.pk == upload_id)
         if upload.claim_token != claim.token:
             # The sweep took the claim back (we were too slow) and another worker may own it now.
@@ -272,7 +273,7 @@ def _decide_and_patch(
             _finish(attempt, LinkOutcome.SUPERSEDED, error=f"a newer upload is linked: {newer[0].pk}")
             return LinkOutcome.SUPERSEDED.value
         try:
-            ckan.resource_patch(resource_id, ckan_fields(upload, info, file_id=file_id), token=ckan.service_token())
+            targets.patch(upload, info, file_id=file_id)
         except ckan.CkanUnavailable as exc:
             raise _Transient(exc.message, ckan_status=exc.status or None) from None
         except ckan.CkanError as exc:
@@ -283,7 +284,9 @@ def _decide_and_patch(
         Upload.objects.filter(pk=upload.pk).update(
             state=UploadState.LINKED,
             linked_at=now,
-            linked_url=layout.linked_url(
+            linked_url=storage.public_url(upload.key)
+            if upload.target_kind in targets.IMAGE_KINDS
+            else layout.linked_url(
                 upload.key, package_id=upload.package_id, resource_id=upload.resource_id, file_id=file_id
             ),
             last_error="",
@@ -332,7 +335,12 @@ def _record_failure(
         current.update(claim_token=None, claimed_at=None, last_error=message)
     else:
         current.update(
-            state=UploadState.FAILED, last_error=message, next_attempt_at=None, claim_token=None, claimed_at=None
+            state=UploadState.FAILED,
+            last_error=message,
+            next_attempt_at=None,
+            claim_token=None,
+            claimed_at=None,
+            failure_notified_at=None,  # news for the next failure digest (services/notify.py)
         )
     _finish(attempt, LinkOutcome.FAILED, ckan_status=ckan_status, error=message)
     return LinkOutcome.FAILED.value

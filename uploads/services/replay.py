@@ -66,9 +66,18 @@ def select_uploads_for_replay(
     package_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    target_kind: str | None = None,
+    target_id: str | None = None,
+    organization: str | None = None,
 ) -> QuerySet[Upload]:
     """Uploads matching the replay filters (issued_at in [since, until)), oldest first."""
     qs = Upload.objects.all()
+    if target_kind:
+        qs = qs.filter(target_kind=target_kind)
+    if target_id:
+        qs = qs.filter(target_id=target_id)
+    if organization:
+        qs = qs.filter(organization_name=organization)
     if state:
         qs = qs.filter(state=state)
     if requester:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from uploads.models import UploadState
+from uploads.models import TargetKind, Upload, UploadState
 from uploads.services.replay import plan_replay, replay_uploads, select_uploads_for_replay
 
 
@@ -25,6 +25,12 @@ def _moment(value: str) -> datetime:
     return parsed
 
 
+def _target(upload: Upload) -> str:
+    if upload.target_kind == TargetKind.RESOURCE:
+        return upload.resource_id
+    return f"{upload.target_kind} {upload.target_name or upload.target_id}"
+
+
 class Command(BaseCommand):
     help = "Hand failed uploads back to the link service (each recorded as a replay attempt by you)."
 
@@ -33,6 +39,9 @@ class Command(BaseCommand):
         parser.add_argument("--requester", help="CKAN user name who asked for the upload URL")
         parser.add_argument("--resource", help="CKAN resource id")
         parser.add_argument("--dataset", help="CKAN dataset (package) id")
+        parser.add_argument("--kind", choices=[k.value for k in TargetKind], help="resource files or images only")
+        parser.add_argument("--target", help="the resource, organization or group id the file is for")
+        parser.add_argument("--organization", help="CKAN organization name (its datasets' files and its image)")
         parser.add_argument("--since", help="issued at or after (ISO date or date-time, UTC if naive)")
         parser.add_argument("--until", help="issued before (ISO date or date-time, UTC if naive)")
         parser.add_argument("--limit", type=int, help="replay at most this many (oldest first)")
@@ -47,6 +56,9 @@ class Command(BaseCommand):
             requester=options["requester"],
             resource_id=options["resource"],
             package_id=options["dataset"],
+            target_kind=options["kind"],
+            target_id=options["target"],
+            organization=options["organization"],
             since=_moment(options["since"]) if options["since"] else None,
             until=_moment(options["until"]) if options["until"] else None,
         )
@@ -55,9 +67,7 @@ class Command(BaseCommand):
         plan = plan_replay(uploads)
         for item in plan:
             verb = "replay" if item.replay else "skip  "
-            self.stdout.write(
-                f"{verb} {item.upload.id} {item.upload.filename} → {item.upload.resource_id}: {item.reason}"
-            )
+            self.stdout.write(f"{verb} {item.upload.id} {item.upload.filename} → {_target(item.upload)}: {item.reason}")
         to_replay = [item.upload.id for item in plan if item.replay]
         if options["dry_run"]:
             self.stdout.write(f"dry run: would replay {len(to_replay)}, skip {len(plan) - len(to_replay)}")
