@@ -248,6 +248,7 @@ def main() -> None:
         from django.test import override_settings
 
         with override_settings(**world.settings()):
+            measure(world, 1.0)  # warm-up: the first requests pay for imports and caches
             idle = run_once(world, stub, delay=0.0, seconds=args.seconds, workers=0)
             fast = run_once(world, stub, delay=args.fast_delay, seconds=args.seconds, workers=args.workers)
             stub.most_in_flight = 0
