@@ -328,7 +328,10 @@ def _patch_under_lease(
     upload_id: UUID, resource_id: str, *, claim: _Claim, fence: int, info: storage.ObjectInfo, attempt: LinkAttempt
 ) -> str:
     # Plain reads: the lease, not a row lock, keeps other links of this resource out.
-    siblings = list(Upload.objects.filter(resource_id=resource_id).order_by("pk"))
+    # Only the linked ones matter to the decision (and this upload): the history does not.
+    siblings = list(
+        Upload.objects.filter(resource_id=resource_id).filter(Q(state=UploadState.LINKED) | Q(pk=upload_id))
+    )
     upload = next(s for s in siblings if s.pk == upload_id)
     if upload.claim_token != claim.token:
         # Our claim was taken over (we were too slow) and another worker owns the upload now.
