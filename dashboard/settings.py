@@ -206,9 +206,15 @@ IMAGE_MAX_SIZE = env_int("IMAGE_MAX_SIZE", 5 * _MIB, minimum=1, maximum=5 * 1024
 LINK_MAX_ATTEMPTS = env_int("LINK_MAX_ATTEMPTS", 8, minimum=1, maximum=100)
 LINK_RETRY_BASE_SECONDS = env_int("LINK_RETRY_BASE_SECONDS", 30, minimum=1)
 LINK_RETRY_MAX_SECONDS = env_int("LINK_RETRY_MAX_SECONDS", 3600, minimum=1)
-LINK_CLAIM_TIMEOUT_SECONDS = env_int("LINK_CLAIM_TIMEOUT_SECONDS", 300, minimum=10)
+# A link's claim on its upload and lease on its resource expire this long after their last
+# renewal (a SIGKILLed worker's link is taken over then); must exceed CKAN_TIMEOUT_SECONDS.
+LINK_CLAIM_TIMEOUT_SECONDS = env_int("LINK_CLAIM_TIMEOUT_SECONDS", 30, minimum=10)
 UPLOAD_EXPIRY_GRACE_SECONDS = env_int("UPLOAD_EXPIRY_GRACE_SECONDS", 900, minimum=0)
 SWEEP_INTERVAL_MINUTES = env_int("SWEEP_INTERVAL_MINUTES", 1, minimum=1)
+# The sweep HEADs uploads still `issued` this long after issuance (a lost event heals in minutes),
+# at most SWEEP_HEAD_ISSUED_LIMIT of them per run (oldest first).
+SWEEP_HEAD_ISSUED_AFTER_SECONDS = env_int("SWEEP_HEAD_ISSUED_AFTER_SECONDS", 120, minimum=10)
+SWEEP_HEAD_ISSUED_LIMIT = env_int("SWEEP_HEAD_ISSUED_LIMIT", 200, minimum=0, maximum=10_000)
 
 # --- Storage events -----------------------------------------------------------------------
 EVENTS_WEBHOOK_SECRET = env_str("EVENTS_WEBHOOK_SECRET")

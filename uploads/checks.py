@@ -98,6 +98,14 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Error | 
                 id="uploads.E009",
             )
         )
+    if settings.SWEEP_HEAD_ISSUED_LIMIT > 1000:
+        problems.append(
+            Warning(
+                f"SWEEP_HEAD_ISSUED_LIMIT={settings.SWEEP_HEAD_ISSUED_LIMIT}: a sweep HEADs that many objects one "
+                "after another every minute: a slow bucket can make one sweep outlast the next.",
+                id="uploads.W004",
+            )
+        )
     if settings.PRIVATE_DATASET_UPLOADS not in {"refuse", "public"}:
         problems.append(
             Error(

@@ -137,6 +137,27 @@ class Upload(models.Model):
         return bool(self.multipart_upload_id)
 
 
+class ResourceLease(models.Model):
+    """Who may patch one CKAN target right now (a resource by id; an image by ``<kind>:<id>``): a lease.
+
+    ``holder`` is the claim token of the link that holds it until ``expires_at``; every new holder
+    bumps ``fence``, so a worker that lost its lease (it outlived ``expires_at`` and another took
+    it) sees its fence is gone before and after it patches. ``repatch`` says a patch landed after
+    its lease was lost: CKAN may show an older object, so the next holder writes the newest again.
+    No transaction stays open while CKAN answers (uploads/services/link.py).
+    """
+
+    resource_id = models.CharField(max_length=100, unique=True)
+    holder = models.UUIDField(null=True, blank=True)
+    upload_id = models.UUIDField(null=True, blank=True, help_text="The upload being linked by the holder")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    fence = models.PositiveBigIntegerField(default=0)
+    repatch = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"lease on {self.resource_id} ({self.holder or 'free'}, fence {self.fence})"
+
+
 class EventSource(models.TextChoices):
     SQS = "sqs", "S3 via SQS"
     R2_QUEUE = "r2-queue", "R2 via Cloudflare Queue"

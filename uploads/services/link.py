@@ -1,21 +1,27 @@
 """Link an uploaded object to its CKAN resource: claim, confirm with HEAD, patch, record.
 
-Concurrency, in three layers:
-- The claim is a conditional UPDATE (state and ``claim_token IS NULL`` in the WHERE clause), so
+Concurrency, in three layers, and no database transaction (nor SQLite's write lock) is ever
+open while CKAN or the bucket answers:
+- The claim on the upload is a lease: a conditional UPDATE (state, and ``claim_token IS NULL``
+  or a claim older than LINK_CLAIM_TIMEOUT_SECONDS) sets ``claim_token`` and ``claimed_at``, so
   of two workers handed the same upload exactly one gets rowcount 1; the other returns ``noop``.
-- Last writer wins per resource. CKAN has no conditional update, so a stale patch that lands
-  after a fresh one cannot be undone by a later check alone (that check cannot tell in which
-  order two in-flight patches reached CKAN). So the decision "is a newer object already
-  linked?", the CKAN patch and the bookkeeping happen in ONE transaction that first locks every
-  upload row of the resource (``SELECT ... FOR UPDATE``, in primary-key order so two workers
-  cannot deadlock). In PostgreSQL that serialises only links of the same resource; in SQLite the
-  transaction is ``BEGIN IMMEDIATE`` (settings), which serialises all writers for the length of
-  one ``resource_patch`` (tens of ms; at most CKAN_TIMEOUT_SECONDS). The HEAD request happens
-  before the lock, so the only network call under it is the patch.
-- The sweep releases claims held longer than LINK_CLAIM_TIMEOUT_SECONDS (a killed worker). A
-  worker re-checks, under the lock, that it still owns its claim before patching, and the
-  sweep's UPDATE of a locked row waits for that transaction, so a released claim is never
-  patched by two workers at once.
+  The worker renews ``claimed_at`` (conditionally on its token) after the HEAD and before the
+  patch; a SIGKILLed worker's claim is free once it is LINK_CLAIM_TIMEOUT_SECONDS old (30 s by
+  default), for the sweep or any later task of the upload.
+- Last writer wins per resource. CKAN has no conditional update, so the decision "is a newer
+  object already linked?", the patch and the bookkeeping happen under a per-resource lease
+  (``ResourceLease``): taken with a conditional UPDATE (free, or expired) that sets the holder
+  (the claim token), an expiry and ``fence + 1``. A second link of the resource waits (polls)
+  for it. Before the patch the holder renews the lease conditionally on its fence (a full
+  LINK_CLAIM_TIMEOUT_SECONDS left, more than CKAN_TIMEOUT_SECONDS, so the lease cannot expire
+  while CKAN answers); after the patch it releases the lease conditionally on the same fence,
+  in the short transaction that records the link. If the fence is gone (the worker was frozen
+  past its lease and another took it), the patch may have landed after a newer one: the lease
+  is marked ``repatch``, the upload is retried, and the next holder writes the newest object of
+  the resource into CKAN again.
+- The sweep (and any later task) takes over claims and leases past their expiry (a killed
+  worker). A slow worker checks its claim and fence before patching, so a taken-over claim is
+  never patched by two workers at once.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,7 +42,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from uploads import ckan, content_policy, layout, storage
-from uploads.models import LinkAttempt, LinkOutcome, LinkTrigger, Upload, UploadState
+from uploads.models import LinkAttempt, LinkOutcome, LinkTrigger, ResourceLease, Upload, UploadState
 from uploads.services import targets
 
 log = logging.getLogger(__name__)
@@ -100,6 +107,9 @@ def link_upload(*, upload_id: UUID, trigger: str, triggered_by: str = "", force:
         upload = Upload.objects.get(pk=upload_id)
         info = _confirm_object(upload)
         file_id = _register_file(upload)
+        if not _renew_claim(upload_id, claim):
+            log.info("link %s (%s): claim taken over during the HEAD", upload_id, trigger)
+            return LinkOutcome.NOOP.value
         outcome = _decide_and_patch(upload_id, claim=claim, info=info, force=force, attempt=attempt, file_id=file_id)
     except _Transient as exc:
         outcome = _record_transient(upload_id, claim=claim, error=exc, attempt=attempt)
@@ -112,9 +122,16 @@ def link_upload(*, upload_id: UUID, trigger: str, triggered_by: str = "", force:
 
 
 def _claim(upload_id: UUID, *, trigger: str, force: bool, now: datetime) -> _Claim | None:
-    """Take the row with a conditional UPDATE; None when there is nothing to do or someone else has it."""
+    """Take the row with a conditional UPDATE; None when there is nothing to do or someone else has it.
+
+    A claim older than LINK_CLAIM_TIMEOUT_SECONDS belongs to a dead (or frozen) worker: it is
+    taken over, and that worker's next conditional renewal fails, so it stops before patching.
+    """
     states = [UploadState.UPLOADED, UploadState.LINKED] if force else [UploadState.UPLOADED]
-    rows = Upload.objects.filter(pk=upload_id, state__in=states, claim_token__isnull=True)
+    stale = now - timedelta(seconds=settings.LINK_CLAIM_TIMEOUT_SECONDS)
+    rows = Upload.objects.filter(pk=upload_id, state__in=states).filter(
+        Q(claim_token__isnull=True) | Q(claimed_at__lt=stale)
+    )
     if not force and trigger in _HINT_TRIGGERS:
         rows = rows.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     token = uuid.uuid4()
@@ -123,6 +140,81 @@ def _claim(upload_id: UUID, *, trigger: str, force: bool, now: datetime) -> _Cla
             return None
         attempts = Upload.objects.values_list("attempts", flat=True).get(pk=upload_id)
     return _Claim(token=token, attempts=attempts)
+
+
+def _renew_claim(upload_id: UUID, claim: _Claim) -> bool:
+    """Push the claim's expiry forward; False when it was taken over (then stop, do not patch)."""
+    return bool(Upload.objects.filter(pk=upload_id, claim_token=claim.token).update(claimed_at=timezone.now()))
+
+
+class _LeaseLost(Exception):
+    """The resource's lease is no longer ours (we outlived it and another link took it)."""
+
+
+def _acquire_lease(resource_id: str, upload_id: UUID, claim: _Claim) -> int | None:
+    """Take the resource's lease (waiting while another link holds it); return our fence, or None.
+
+    A conditional UPDATE in autocommit: no transaction stays open while we wait. None when the
+    upload's own claim was taken over meanwhile, or the lease stayed held for two lease periods.
+    """
+    seconds = settings.LINK_CLAIM_TIMEOUT_SECONDS
+    deadline = time.monotonic() + 2 * seconds
+    delay = 0.02
+    created = False
+    while True:
+        now = timezone.now()
+        taken = (
+            ResourceLease.objects.filter(resource_id=resource_id)
+            .filter(Q(holder__isnull=True) | Q(expires_at__lt=now))
+            .update(
+                holder=claim.token,
+                upload_id=upload_id,
+                expires_at=now + timedelta(seconds=seconds),
+                fence=F("fence") + 1,
+            )
+        )
+        if taken:
+            fence = ResourceLease.objects.filter(resource_id=resource_id, holder=claim.token).values_list(
+                "fence", flat=True
+            )
+            return next(iter(fence), None)
+        if not created:
+            # The first link of a resource creates its row (a no-op when a concurrent link did).
+            ResourceLease.objects.bulk_create([ResourceLease(resource_id=resource_id)], ignore_conflicts=True)
+            created = True
+            continue
+        if time.monotonic() >= deadline or not _renew_claim(upload_id, claim):
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
+def _renew_lease(resource_id: str, claim: _Claim, fence: int) -> None:
+    """Fencing check before a patch: still ours, with a full lease period ahead; else _LeaseLost."""
+    now = timezone.now()
+    renewed = ResourceLease.objects.filter(resource_id=resource_id, holder=claim.token, fence=fence).update(
+        expires_at=now + timedelta(seconds=settings.LINK_CLAIM_TIMEOUT_SECONDS)
+    )
+    if not renewed:
+        raise _LeaseLost
+
+
+def _release_lease(resource_id: str, claim: _Claim, fence: int, *, clear_repatch: bool = False) -> bool:
+    """Fencing check after a patch, and release: True when nobody took the lease meanwhile."""
+    fields: dict[str, Any] = {"holder": None, "upload_id": None, "expires_at": None}
+    if clear_repatch:
+        fields["repatch"] = False
+    return bool(ResourceLease.objects.filter(resource_id=resource_id, holder=claim.token, fence=fence).update(**fields))
+
+
+def _patch(upload: Upload, info: storage.ObjectInfo, *, file_id: str = "") -> None:
+    """The target kind's patch with the service token, its errors sorted into transient and permanent."""
+    try:
+        targets.patch(upload, info, file_id=file_id)
+    except ckan.CkanUnavailable as exc:
+        raise _Transient(exc.message, ckan_status=exc.status or None) from None
+    except ckan.CkanError as exc:
+        raise _Permanent(f"CKAN refused the link: {exc.message}", ckan_status=exc.status or None) from None
 
 
 def _confirm_object(upload: Upload) -> storage.ObjectInfo:
@@ -250,51 +342,121 @@ def _order_key(upload: Upload) -> tuple[datetime, datetime, str]:
     return (upload.object_last_modified or _EPOCH, upload.issued_at, str(upload.pk))
 
 
+def _ledger_info(upload: Upload) -> storage.ObjectInfo:
+    """The object as the ledger last saw it (its link's HEAD), to write it into CKAN again."""
+    return storage.ObjectInfo(
+        key=upload.key,
+        size=upload.object_size or 0,
+        etag=upload.object_etag,
+        last_modified=upload.object_last_modified,
+        content_type=upload.object_content_type,
+        sha256=upload.verified_sha256,
+    )
+
+
 def _decide_and_patch(
     upload_id: UUID, *, claim: _Claim, info: storage.ObjectInfo, force: bool, attempt: LinkAttempt, file_id: str = ""
 ) -> str:
-    with transaction.atomic():
-        # Siblings share the target (kind + id): a resource, an organization's or a group's image.
-        siblings = list(Upload.objects.select_for_update().filter(targets.target_of(upload_id)).order_by("pk"))
-        upload = next(s for s in siblings if s.pk == upload_id)
-        if upload.claim_token != claim.token:
-            # The sweep took the claim back (we were too slow) and another worker may own it now.
-            return LinkOutcome.NOOP.value
-        now = timezone.now()
-        newer = [
-            s
-            for s in siblings
-            if s.pk != upload.pk and s.state == UploadState.LINKED and _order_key(s) > _order_key(upload)
-        ]
-        if newer:
-            Upload.objects.filter(pk=upload.pk).update(
+    # The lease and "last writer wins" are per target: a resource, an organization's or a group's image.
+    kind, target_id, resource_id = Upload.objects.values_list("target_kind", "target_id", "resource_id").get(
+        pk=upload_id
+    )
+    lease_key = targets.lease_key(kind, target_id, resource_id)
+    fence = _acquire_lease(lease_key, upload_id, claim)
+    if fence is None:
+        if not Upload.objects.filter(pk=upload_id, claim_token=claim.token).exists():
+            return LinkOutcome.NOOP.value  # taken over while we waited: the new owner links it
+        raise _Transient("another link of the same resource held it too long")
+    try:
+        return _patch_under_lease(
+            upload_id,
+            lease_key,
+            targets.same_target(kind, target_id, resource_id),
+            claim=claim,
+            fence=fence,
+            info=info,
+            attempt=attempt,
+            file_id=file_id,
+        )
+    except _LeaseLost:
+        raise _Transient("lost the resource's lease before patching (the worker was too slow)") from None
+    finally:
+        _release_lease(lease_key, claim, fence)  # a no-op when the bookkeeping released it
+
+
+def _patch_under_lease(
+    upload_id: UUID,
+    lease_key: str,
+    same_target: Q,
+    *,
+    claim: _Claim,
+    fence: int,
+    info: storage.ObjectInfo,
+    attempt: LinkAttempt,
+    file_id: str,
+) -> str:
+    # Plain reads: the lease, not a row lock, keeps other links of this resource out.
+    # Only the linked ones matter to the decision (and this upload): the history does not.
+    siblings = list(Upload.objects.filter(same_target).filter(Q(state=UploadState.LINKED) | Q(pk=upload_id)))
+    upload = next(s for s in siblings if s.pk == upload_id)
+    if upload.claim_token != claim.token:
+        # Our claim was taken over (we were too slow) and another worker owns the upload now.
+        return LinkOutcome.NOOP.value
+    newer = [
+        s
+        for s in siblings
+        if s.pk != upload.pk and s.state == UploadState.LINKED and _order_key(s) > _order_key(upload)
+    ]
+    if newer:
+        newest = max(newer, key=_order_key)
+        if ResourceLease.objects.filter(resource_id=lease_key, repatch=True).exists():
+            # A patch landed after its lease was lost: CKAN may show an older object. Write the newest again.
+            _renew_lease(lease_key, claim, fence)
+            _patch(newest, _ledger_info(newest), file_id=_register_file(newest))
+            if _release_lease(lease_key, claim, fence, clear_repatch=True):
+                log.warning("target %s: wrote the newest object (upload %s) into CKAN again", lease_key, newest.pk)
+        with transaction.atomic():
+            Upload.objects.filter(pk=upload.pk, claim_token=claim.token).update(
                 state=UploadState.SUPERSEDED, claim_token=None, claimed_at=None, next_attempt_at=None, last_error=""
             )
-            _finish(attempt, LinkOutcome.SUPERSEDED, error=f"a newer upload is linked: {newer[0].pk}")
-            return LinkOutcome.SUPERSEDED.value
-        try:
-            targets.patch(upload, info, file_id=file_id)
-        except ckan.CkanUnavailable as exc:
-            raise _Transient(exc.message, ckan_status=exc.status or None) from None
-        except ckan.CkanError as exc:
-            raise _Permanent(f"CKAN refused the link: {exc.message}", ckan_status=exc.status or None) from None
-        older_linked = [s.pk for s in siblings if s.pk != upload.pk and s.state == UploadState.LINKED]
-        if older_linked:
-            Upload.objects.filter(pk__in=older_linked).update(state=UploadState.SUPERSEDED)
-        Upload.objects.filter(pk=upload.pk).update(
-            state=UploadState.LINKED,
-            linked_at=now,
-            linked_url=storage.public_url(upload.key)
-            if upload.target_kind in targets.IMAGE_KINDS
-            else layout.linked_url(
-                upload.key, package_id=upload.package_id, resource_id=upload.resource_id, file_id=file_id
-            ),
-            last_error="",
-            next_attempt_at=None,
-            claim_token=None,
-            claimed_at=None,
-        )
-        _finish(attempt, LinkOutcome.LINKED, ckan_status=200)
+            _finish(attempt, LinkOutcome.SUPERSEDED, error=f"a newer upload is linked: {newest.pk}")
+        return LinkOutcome.SUPERSEDED.value
+
+    # Fencing check before: the lease is ours for a full period, longer than CKAN may take.
+    _renew_lease(lease_key, claim, fence)
+    if not _renew_claim(upload_id, claim):
+        return LinkOutcome.NOOP.value
+    _patch(upload, info, file_id=file_id)  # no transaction open: tests assert it
+    now = timezone.now()
+    with transaction.atomic():
+        # Fencing check after, and release, in the transaction that records the link.
+        if not _release_lease(lease_key, claim, fence, clear_repatch=True):
+            kept = False
+        else:
+            kept = True
+            older_linked = [s.pk for s in siblings if s.pk != upload.pk and s.state == UploadState.LINKED]
+            if older_linked:
+                Upload.objects.filter(pk__in=older_linked, state=UploadState.LINKED).update(
+                    state=UploadState.SUPERSEDED
+                )
+            Upload.objects.filter(pk=upload.pk).update(
+                state=UploadState.LINKED,
+                linked_at=now,
+                linked_url=storage.public_url(upload.key)
+                if upload.target_kind in targets.IMAGE_KINDS
+                else layout.linked_url(
+                    upload.key, package_id=upload.package_id, resource_id=upload.resource_id, file_id=file_id
+                ),
+                last_error="",
+                next_attempt_at=None,
+                claim_token=None,
+                claimed_at=None,
+            )
+            _finish(attempt, LinkOutcome.LINKED, ckan_status=200)
+    if not kept:
+        # Another link took the lease while CKAN answered: which patch landed last is unknown.
+        ResourceLease.objects.filter(resource_id=lease_key).update(repatch=True)
+        raise _Transient("lost the resource's lease while CKAN answered; the newest object will be written again")
     return LinkOutcome.LINKED.value
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from uploads.models import LinkTrigger, Upload, UploadState
@@ -104,6 +105,7 @@ def replay_uploads(*, upload_ids: Iterable[UUID], by: str) -> ReplayResult:
     ids = list(dict.fromkeys(upload_ids))
     result = ReplayResult()
     now = timezone.now()
+    stale = now - timedelta(seconds=settings.LINK_CLAIM_TIMEOUT_SECONDS)
     found = {u.id: u for u in Upload.objects.filter(id__in=ids).only("id", "state", "attempts")}
     for upload_id in ids:
         upload = found.get(upload_id)
@@ -114,9 +116,19 @@ def replay_uploads(*, upload_ids: Iterable[UUID], by: str) -> ReplayResult:
         if not replay:
             result.skipped[upload_id] = reason
             continue
-        # Conditional UPDATE: if a worker changed the row since we read it, leave it alone.
-        changed = Upload.objects.filter(id=upload_id, state__in=REPLAYABLE_STATES, claim_token__isnull=True).update(
-            state=UploadState.UPLOADED, attempts=0, next_attempt_at=now, updated_at=now
+        # Conditional UPDATE: if a worker changed the row since we read it, leave it alone (a
+        # claim past its expiry belongs to a dead worker: the replay takes it back).
+        changed = (
+            Upload.objects.filter(id=upload_id, state__in=REPLAYABLE_STATES)
+            .filter(Q(claim_token__isnull=True) | Q(claimed_at__lt=stale))
+            .update(
+                state=UploadState.UPLOADED,
+                attempts=0,
+                next_attempt_at=now,
+                updated_at=now,
+                claim_token=None,
+                claimed_at=None,
+            )
         )
         if not changed:
             result.skipped[upload_id] = "a worker is linking it right now"

@@ -1,4 +1,4 @@
-"""The safety net run every minute: due retries, stuck claims, stale URLs.
+"""The safety net run every minute: due retries, stuck claims, lost events, stale URLs.
 
 The ledger is the truth about pending work and tasks are only triggers, so this is what turns
 a lost task, a killed worker or a restarted broker into a delay instead of a loss.
@@ -12,7 +12,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from uploads import storage
@@ -25,15 +25,19 @@ BATCH_SIZE = 500
 # An upload that has just become `uploaded` has its own task on the way: leave it that long
 # before treating a missing next_attempt_at as a lost task.
 FRESH_UPLOAD_SECONDS = 60
+# A retry the sweep enqueued is sent again after this long if its task was lost (or is still
+# queued behind a backlog): long enough not to pile up duplicates, short enough to heal.
+LOST_TASK_SECONDS = 300
 
 
 def run_sweep(*, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> dict[str, int]:
-    """Release stuck claims, enqueue due retries and expire stale issued URLs; return the counts."""
+    """Release stuck claims, enqueue due retries, find objects whose event was lost, expire stale URLs."""
     now = now or timezone.now()
     released = release_stale_claims(now=now, batch_size=batch_size)
     enqueued = enqueue_due_links(now=now, batch_size=batch_size)
+    seen = link_issued_objects(now=now)
     expired = expire_stale_uploads(now=now, batch_size=batch_size)
-    counts = {"released": released, "enqueued": enqueued, "expired": expired}
+    counts = {"released": released, "enqueued": enqueued, "seen": seen, "expired": expired}
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
@@ -72,14 +76,70 @@ def enqueue_due_links(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
     ids = list(due)
     if not ids:
         return 0
-    # Pushed back by one claim timeout: if this task is lost too, the next sweep after that
+    # Pushed back by LOST_TASK_SECONDS: if this task is lost too, the next sweep after that
     # sends another; if it runs, the link service sets next_attempt_at itself.
-    later = now + timedelta(seconds=settings.LINK_CLAIM_TIMEOUT_SECONDS)
+    later = now + timedelta(seconds=LOST_TASK_SECONDS)
     with transaction.atomic():
         Upload.objects.filter(pk__in=ids, claim_token__isnull=True).update(next_attempt_at=later)
         for upload_id in ids:
             enqueue_link(upload_id, trigger=LinkTrigger.RETRY)
     return len(ids)
+
+
+def link_issued_objects(*, now: datetime, limit: int | None = None) -> int:
+    """HEAD uploads still ``issued`` past SWEEP_HEAD_ISSUED_AFTER_SECONDS; link those whose object is there.
+
+    The event of such an object was lost (or is late) and its client never called ``complete``.
+    At most SWEEP_HEAD_ISSUED_LIMIT per run, the least recently looked at first (a HEAD that
+    finds nothing touches ``updated_at``, so the next run looks at others). No transaction is
+    open during the HEADs; the found ones move issued → uploaded in one conditional UPDATE (as
+    ``ingest.mark_object_seen`` does for an event) and get a link task each. Returns how many moved.
+    """
+    limit = settings.SWEEP_HEAD_ISSUED_LIMIT if limit is None else limit
+    if limit <= 0:
+        return 0
+    cutoff = now - timedelta(seconds=settings.SWEEP_HEAD_ISSUED_AFTER_SECONDS)
+    rows = list(
+        Upload.objects.filter(state=UploadState.ISSUED, issued_at__lt=cutoff)
+        .order_by("updated_at", "pk")
+        .values_list("pk", "key")[:limit]
+    )
+    found: dict[UUID, storage.ObjectInfo] = {}
+    absent: list[UUID] = []
+    for pk, key in rows:
+        try:
+            info = storage.head_object(key)
+        except storage.StorageError as exc:
+            log.warning("sweep stopped looking for unevented objects: %s", exc)  # the next run tries again
+            break
+        if info is None:
+            absent.append(pk)
+        else:
+            found[pk] = info
+    if absent:
+        Upload.objects.filter(pk__in=absent, state=UploadState.ISSUED).update(updated_at=now)
+    if not found:
+        return 0
+    with transaction.atomic():
+        Upload.objects.filter(pk__in=list(found), state=UploadState.ISSUED).update(
+            state=UploadState.UPLOADED,
+            object_seen_at=now,
+            next_attempt_at=now,
+            updated_at=now,
+            object_size=Case(*(When(pk=pk, then=Value(info.size)) for pk, info in found.items())),
+            object_etag=Case(*(When(pk=pk, then=Value(info.etag)) for pk, info in found.items())),
+        )
+        # Only the rows this UPDATE moved (an event may have moved one in between: it sent its own task).
+        moved = list(
+            Upload.objects.filter(pk__in=list(found), state=UploadState.UPLOADED, object_seen_at=now).values_list(
+                "pk", flat=True
+            )
+        )
+        for upload_id in moved:
+            enqueue_link(upload_id, trigger=LinkTrigger.SWEEP)
+    if moved:
+        log.warning("sweep found %d object(s) whose event never came; linking them", len(moved))
+    return len(moved)
 
 
 def expire_stale_uploads(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:

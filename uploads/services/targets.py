@@ -27,6 +27,13 @@ def same_target(kind: str, target_id: str, resource_id: str) -> Q:
     return Q(target_kind=kind, target_id=target_id)
 
 
+def lease_key(kind: str, target_id: str, resource_id: str) -> str:
+    """The key of the target's lease (uploads.models.ResourceLease): a resource's id, else ``<kind>:<id>``."""
+    if kind == TargetKind.RESOURCE:
+        return resource_id
+    return f"{kind}:{target_id}"
+
+
 def target_of(upload_id: Any) -> Q:
     """``same_target`` for the upload with this id (one query)."""
     kind, target_id, resource_id = Upload.objects.values_list("target_kind", "target_id", "resource_id").get(
