@@ -44,6 +44,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -276,8 +277,12 @@ def run_client(job: list[Slot], api: ApiClient, s3: Any, bucket: str, by_key: di
             slot.last_modified = s3.head_object(Bucket=bucket, Key=slot.key)["LastModified"]
             if slot.behaviour in ("complete_after", "complete_before"):
                 slot.complete_codes.append(api.complete(issued))
-        except Exception as exc:  # noqa: BLE001 - a client that gives up is reported, not fatal
+        except Exception as exc:
             slot.error = f"{type(exc).__name__}: {exc}"[:300]
+
+
+def advance(progress: Progress, task: Any, count: int, _future: object) -> None:
+    progress.advance(task, count)
 
 
 def ledger_states() -> dict[str, tuple[str, bool]]:
@@ -409,7 +414,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(name: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -550,7 +555,7 @@ def drill(
                 time.sleep(max(0.0, t0 + n * timeline / len(jobs) - time.monotonic()))
                 api = api_clients[n % len(api_clients)]
                 future = pool.submit(run_client, job, api, s3, BUCKET, by_key)
-                future.add_done_callback(lambda _f, k=len(job): progress.advance(put_task, k))
+                future.add_done_callback(partial(advance, progress, put_task, len(job)))
                 futures.append(future)
             for future in futures:
                 future.result()

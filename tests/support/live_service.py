@@ -93,7 +93,7 @@ class Proc:
     starts: int = 0
 
     def start(self) -> Proc:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        log = open(self.log_path, "ab")
         log.write(f"\n=== start {self.starts + 1} of {self.name} ===\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
