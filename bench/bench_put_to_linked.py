@@ -111,6 +111,7 @@ def measure(
         steps = [
             (a.finished_at - a.started_at).total_seconds()
             for a in LinkAttempt.objects.filter(outcome="linked").only("started_at", "finished_at")
+            if a.finished_at is not None
         ]
         connections.close_all()
         return {"put_to_linked": latencies, "link_step": steps}
