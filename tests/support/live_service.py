@@ -61,7 +61,7 @@ def prepare_database(url: str) -> None:
     """Start from an empty database: delete a SQLite file, or drop and create a PostgreSQL database.
 
     PostgreSQL is administered as ``postgres`` on the same host (trust on loopback, as in
-    the development setup); the database is owned by the URL's user.
+    the development setup); the database is owned by the URL's user, created when missing.
     """
     parsed = urlparse(url)
     if parsed.scheme.startswith("sqlite"):
@@ -77,6 +77,9 @@ def prepare_database(url: str) -> None:
     owner = parsed.username or "postgres"
     admin = f"postgresql://postgres@{parsed.hostname or '127.0.0.1'}:{parsed.port or 5432}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner]).fetchone():
+            password = sql.Literal(parsed.password or "")
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(owner), password))
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
 
