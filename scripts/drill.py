@@ -52,6 +52,7 @@ from urllib.parse import unquote_plus
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import requests  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -468,12 +469,19 @@ def make_resources(site: CkanSite, count: int) -> tuple[str, dict[str, str]]:
 
     def one(n: int) -> tuple[str, str]:
         url = f"https://example.com/original/{n}.csv"
-        dataset = site.create_dataset(
-            org["id"], f"drill-{n}", resources=[{"url": url, "name": f"r{n}.csv", "format": "CSV"}]
-        )
-        return dataset["resources"][0]["id"], url
+        for attempt in range(5):  # the local CKAN is shared: a reset connection is tried again
+            try:
+                dataset = site.create_dataset(
+                    org["id"], f"drill-{n}", resources=[{"url": url, "name": f"r{n}.csv", "format": "CSV"}]
+                )
+                return dataset["resources"][0]["id"], url
+            except requests.RequestException:
+                if attempt == 4:
+                    raise
+                time.sleep(2)
+        raise AssertionError("unreachable")
 
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(3) as pool:
         pairs = list(pool.map(one, range(count)))
     return editor.token, dict(pairs)
 
@@ -645,7 +653,7 @@ def run() -> int:
     except KeyboardInterrupt:
         return 2
     except Exception:
-        console.print_exception()
+        console.print_exception(max_frames=6)
         console.print("[red]the drill could not run to the end[/]")
         return 2
 
