@@ -33,27 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import emit, skip  # noqa: E402
 from tests.support.ckan_site import CkanSite, CkanUnavailable, ensure_local_ckan  # noqa: E402
-from tests.support.live_service import ApiClient, LiveService  # noqa: E402
+from tests.support.live_service import ApiClient, LiveService, make_resources  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def make_resources(site: CkanSite, count: int) -> tuple[str, list[str]]:
-    editor = site.create_user("bench-p2l-editor")
-    org = site.create_org("bench-p2l")
-    site.add_member(org["id"], editor.name, "editor")
-
-    def one(n: int) -> str:
-        dataset = site.create_dataset(
-            org["id"], f"p2l-{n}", resources=[{"url": f"https://example.com/{n}.csv", "name": "r.csv"}]
-        )
-        return str(dataset["resources"][0]["id"])
-
-    with ThreadPoolExecutor(4) as pool:
-        return editor.token, list(pool.map(one, range(count)))
 
 
 def measure(
@@ -153,7 +138,8 @@ def main() -> None:
     if not brokers:
         skip("no broker to measure")
         return
-    token, resources = make_resources(site, args.uploads * len(brokers))
+    token, originals = make_resources(site, args.uploads * len(brokers), "bench-p2l")
+    resources = list(originals)
     work = Path(tempfile.mkdtemp(prefix="bench-put-to-linked-"))
     for i, broker in enumerate(brokers):
         mine = resources[i * args.uploads : (i + 1) * args.uploads]

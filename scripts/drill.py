@@ -52,13 +52,12 @@ from urllib.parse import unquote_plus
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from tests.support.ckan_site import CkanActionError, CkanSite, CkanUnavailable, ensure_local_ckan  # noqa: E402
-from tests.support.live_service import BUCKET, ApiClient, LiveService  # noqa: E402
+from tests.support.live_service import BUCKET, ApiClient, LiveService, make_resources  # noqa: E402
 
 console = Console(highlight=False)
 TERMINAL = {"linked", "superseded", "failed"}
@@ -460,32 +459,6 @@ def print_tally(before: dict[str, Any], after: dict[str, Any], facts: dict[str, 
     console.print(facts_table)
 
 
-def make_resources(site: CkanSite, count: int) -> tuple[str, dict[str, str]]:
-    """An org with an editor, and ``count`` resources, one per dataset (CKAN's resource_patch rewrites
-    the whole dataset, so two resources of one dataset patched at once can undo each other in CKAN)."""
-    editor = site.create_user("drill-editor")
-    org = site.create_org("drill-org")
-    site.add_member(org["id"], editor.name, "editor")
-
-    def one(n: int) -> tuple[str, str]:
-        url = f"https://example.com/original/{n}.csv"
-        for attempt in range(5):  # the local CKAN is shared: a reset connection is tried again
-            try:
-                dataset = site.create_dataset(
-                    org["id"], f"drill-{n}", resources=[{"url": url, "name": f"r{n}.csv", "format": "CSV"}]
-                )
-                return dataset["resources"][0]["id"], url
-            except requests.RequestException:
-                if attempt == 4:
-                    raise
-                time.sleep(2)
-        raise AssertionError("unreachable")
-
-    with ThreadPoolExecutor(3) as pool:
-        pairs = list(pool.map(one, range(count)))
-    return editor.token, dict(pairs)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rng = random.Random(args.seed)
@@ -502,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         f"broker {args.broker}, database {args.database_url.split('@')[-1]}, logs in {work}"
     )
     with console.status("creating CKAN resources"):
-        editor_token, originals = make_resources(site, args.resources)
+        editor_token, originals = make_resources(site, args.resources, "drill")
     extra_env = {
         "LINK_RETRY_BASE_SECONDS": "2",
         "LINK_RETRY_MAX_SECONDS": "10",

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,32 @@ def live_service(**kwargs: Any) -> Iterator[LiveService]:
         yield service.start()
     finally:
         service.close()
+
+
+def make_resources(site: Any, count: int, prefix: str) -> tuple[str, dict[str, str]]:
+    """An org with an editor, and ``count`` resources, one per dataset (CKAN's resource_patch rewrites
+    the whole dataset, so two resources of one dataset patched at once can undo each other in CKAN)."""
+    editor = site.create_user(f"{prefix}-editor")
+    org = site.create_org(f"{prefix}-org")
+    site.add_member(org["id"], editor.name, "editor")
+
+    def one(n: int) -> tuple[str, str]:
+        url = f"https://example.com/original/{n}.csv"
+        for attempt in range(5):  # the local CKAN is shared: a reset connection is tried again
+            try:
+                dataset = site.create_dataset(
+                    org["id"], f"{prefix}-{n}", resources=[{"url": url, "name": f"r{n}.csv", "format": "CSV"}]
+                )
+                return dataset["resources"][0]["id"], url
+            except requests.RequestException:
+                if attempt == 4:
+                    raise
+                time.sleep(2)
+        raise AssertionError("unreachable")
+
+    with ThreadPoolExecutor(3) as pool:
+        pairs = list(pool.map(one, range(count)))
+    return editor.token, dict(pairs)
 
 
 class ApiClient:
