@@ -52,6 +52,7 @@ from urllib.parse import unquote_plus
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import requests  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -320,13 +321,21 @@ def wait_quiet(slots: list[Slot], args: argparse.Namespace, progress: Progress, 
 
 
 def show_resource(site: CkanSite, resource_id: str) -> dict[str, Any] | None:
-    try:
-        resource = site.resource_show(resource_id)
-    except CkanActionError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return None if resource.get("state") == "deleted" else resource
+    """CKAN's record as the drill reads it (directly, not through the proxy); None when it is gone."""
+    for attempt in range(5):
+        try:
+            resource = site.resource_show(resource_id)
+        except CkanActionError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        except requests.RequestException:  # the local CKAN is shared: a reset connection is tried again
+            if attempt == 4:
+                raise
+            time.sleep(2)
+            continue
+        return None if resource.get("state") == "deleted" else resource
+    raise AssertionError("unreachable")
 
 
 def tally(site: CkanSite, jobs: list[list[Slot]], originals: dict[str, str]) -> dict[str, Any]:
