@@ -138,12 +138,12 @@ def main() -> None:
     if not brokers:
         skip("no broker to measure")
         return
-    token, originals = make_resources(site, args.uploads * len(brokers), "bench-p2l")
+    # The same resources for each broker (each broker gets a fresh ledger): one upload per resource.
+    token, originals = make_resources(site, args.uploads, "bench-p2l")
     resources = list(originals)
     work = Path(tempfile.mkdtemp(prefix="bench-put-to-linked-"))
-    for i, broker in enumerate(brokers):
-        mine = resources[i * args.uploads : (i + 1) * args.uploads]
-        got = measure(args, site, token, mine, broker, work)
+    for broker in brokers:
+        got = measure(args, site, token, resources, broker, work)
         lat, steps = got["put_to_linked"], got["link_step"]
         ms = [1000 * v for v in lat]
         step_ms = [1000 * v for v in steps]
