@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test lint format ckan ckan-down migrate bench clean
+.PHONY: run test lint format ckan ckan-down migrate bench drill clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ ckan-down:
 
 bench: $(VENV)/.dev
 	$(PY) bench/run_all.py
+
+# The fault drill (docs/drill.md): 1,000 uploads through the real service while its parts fail, on
+# PostgreSQL (database ckanrec_drill) with Redis (DB 5) and the local CKAN (make ckan first).
+# DRILL_ARGS="--quick" for a small run.
+drill: $(VENV)/.dev
+	$(PY) scripts/drill.py $(DRILL_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
