@@ -94,7 +94,7 @@ def open_of(kind):
 
 @pytest.mark.django_db
 def test_it_reports_an_object_never_evented_and_links_it_only_with_fix(
-    storage_world, fake_ckan, django_capture_on_commit_callbacks
+    storage_world, fake_ckan, enqueued, django_capture_on_commit_callbacks
 ):
     upload = make_upload(storage_world, state=UploadState.ISSUED)
 
@@ -106,13 +106,15 @@ def test_it_reports_an_object_never_evented_and_links_it_only_with_fix(
     assert found.upload_id == upload.id and found.key == upload.key and found.object_size == 8
     upload.refresh_from_db()
     assert upload.state == UploadState.ISSUED
+    assert enqueued == []
 
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         fixed = reconcile.run_reconcile(fix=True, triggered_by="alice")
     upload.refresh_from_db()
     assert upload.state == UploadState.UPLOADED
     assert upload.object_size == 8
-    assert len(callbacks) == 1  # the link is enqueued after commit
+    # One link task, sent when the fix commits (the ORM broker's INSERT joins the transaction).
+    assert [u for u, _ in enqueued] == [str(upload.id)]
     found.refresh_from_db()
     assert found.state == DiscrepancyState.HEALED
     assert found.resolved_by == "reconcile:alice"
