@@ -34,6 +34,7 @@ from uploads.api_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_for
 pytestmark = pytest.mark.integration
 
 SECRET = "fuzz-webhook-secret-0123456789"
+AZURE_KEY = "fuzz-azure-webhook-key-0123456789"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -56,7 +57,7 @@ def fuzz_world(storage_world, fake_ckan):
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        with override_settings(EVENTS_WEBHOOK_SECRET=SECRET):
+        with override_settings(EVENTS_WEBHOOK_SECRET=SECRET, AZURE_EVENTS_WEBHOOK_KEY=AZURE_KEY):
             yield
     finally:
         request_started.connect(close_old_connections)
@@ -78,6 +79,11 @@ def signs_validly(case) -> bool:
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_answers_as_its_schema_says(case, fuzz_world):
+    if case.path == "/api/v1/events/azure" and signs_validly(case):
+        # Event Grid's shared key, as a subscription sends it (a drawn invalid key stays as drawn).
+        query = case.meta.components.get(ParameterLocation.QUERY) if case.meta else None
+        if query is None or query.mode.is_positive:
+            case.query = {**(case.query or {}), "key": AZURE_KEY}
     if case.path.startswith("/api/v1/events/") and not isinstance(case.body, NotSet) and signs_validly(case):
         raw = case.body if isinstance(case.body, bytes) else json.dumps(case.body).encode()
         timestamp = str(int(time.time()))
