@@ -5,7 +5,7 @@ own CKAN adapter: the baseline is issuance's permission probe (``resource_patch`
 the id); the measured path is the probe plus ``package_show``. Both are timed interleaved in
 the same run, for a dataset with few and with many resources (package_show returns them all).
 
-    .venv/bin/python bench/bench_issue_privacy.py [--repeat 30] [--resources 5,30]
+    .venv/bin/python bench/bench_issue_privacy.py [--repeat 30] [--resources 5,30] [--quick]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.results import emit  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -35,7 +37,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--resources", default="5,30", help="dataset sizes to measure, comma-separated")
+    parser.add_argument("--quick", action="store_true", help="a small run (10 rounds), what `make bench` runs")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat = min(args.repeat, 10)
 
     from django.conf import settings
 
@@ -70,6 +75,13 @@ def main() -> None:
             measured.append(median_ms(probe_and_privacy, args.repeat))
         base, with_check = statistics.median(baseline), statistics.median(measured)
         print(f"{count:>9} {base:>9.1f} {with_check:>22.1f} {with_check / base:>6.2f}")
+        emit(
+            benchmark="issue_privacy",
+            measure=f"CKAN checks per issuance, probe + package_show vs probe alone, {count} resources",
+            value=with_check,
+            baseline=base,
+            unit="ms",
+        )
 
 
 if __name__ == "__main__":
