@@ -25,7 +25,9 @@ MAX_CONTENT_TYPE_CHARS = 255
 CONTENT_TYPE_PATTERN = (
     r"^\s*[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
     # Between parameters only spaces and tabs (HTTP's OWS): a line break would split the header.
-    r"([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"\\\r\n]*\"|[A-Za-z0-9!#$&^_.+-]+))*\s*$"
+    # A quoted value holds HTTP's qdtext only (tab, space, visible ASCII but quote and backslash):
+    # no control character (a NUL cannot even be stored by PostgreSQL), no line break.
+    r"([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=(\"[\t !#-\[\]-~]*\"|[A-Za-z0-9!#$&^_.+-]+))*\s*$"
 )
 RESOURCE_ID_PATTERN = r"^\s*[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\s*$"
 SHA256_PATTERN = r"^(\s*[0-9A-Fa-f]{64}\s*)?$"
