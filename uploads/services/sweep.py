@@ -12,11 +12,12 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from uploads import storage
 from uploads.models import LinkTrigger, Upload, UploadState
+from uploads.services import ingest
 from uploads.services.dispatch import enqueue_link
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,8 @@ def link_issued_objects(*, now: datetime, limit: int | None = None) -> int:
     The event of such an object was lost (or is late) and its client never called ``complete``.
     At most SWEEP_HEAD_ISSUED_LIMIT per run, the least recently looked at first (a HEAD that
     finds nothing touches ``updated_at``, so the next run looks at others). No transaction is
-    open during the HEADs; the found ones move issued → uploaded in one conditional UPDATE (as
-    ``ingest.mark_object_seen`` does for an event) and get a link task each. Returns how many moved.
+    open during the HEADs; the found ones move issued → uploaded by ``ingest.mark_objects_seen``
+    (an event's rules, in one UPDATE) and get a link task each. Returns how many moved.
     """
     limit = settings.SWEEP_HEAD_ISSUED_LIMIT if limit is None else limit
     if limit <= 0:
@@ -120,23 +121,8 @@ def link_issued_objects(*, now: datetime, limit: int | None = None) -> int:
         Upload.objects.filter(pk__in=absent, state=UploadState.ISSUED).update(updated_at=now)
     if not found:
         return 0
-    with transaction.atomic():
-        Upload.objects.filter(pk__in=list(found), state=UploadState.ISSUED).update(
-            state=UploadState.UPLOADED,
-            object_seen_at=now,
-            next_attempt_at=now,
-            updated_at=now,
-            object_size=Case(*(When(pk=pk, then=Value(info.size)) for pk, info in found.items())),
-            object_etag=Case(*(When(pk=pk, then=Value(info.etag)) for pk, info in found.items())),
-        )
-        # Only the rows this UPDATE moved (an event may have moved one in between: it sent its own task).
-        moved = list(
-            Upload.objects.filter(pk__in=list(found), state=UploadState.UPLOADED, object_seen_at=now).values_list(
-                "pk", flat=True
-            )
-        )
-        for upload_id in moved:
-            enqueue_link(upload_id, trigger=LinkTrigger.SWEEP)
+    # The rules of an event's "object seen" (ingest), set-based: one UPDATE, one push of link tasks.
+    moved = ingest.mark_objects_seen(found, trigger=LinkTrigger.SWEEP, now=now)
     if moved:
         log.warning("sweep found %d object(s) whose event never came; linking them", len(moved))
     return len(moved)
