@@ -61,6 +61,7 @@ class AzureQueueConsumer(StoppableLoop):
     """A receive/record/delete loop over one Storage Queue; ``stop()`` ends it at the next safe point."""
 
     name = EventSource.AZURE_QUEUE.value
+    receive_errors = (AzureQueueError,)
 
     def __init__(
         self,
@@ -127,28 +128,5 @@ class AzureQueueConsumer(StoppableLoop):
             self.busy = False
         return tally
 
-    def run(self, *, once: bool = False) -> Tally:
-        """Consume until stopped, riding out queue outages; with ``once``, until the queue answers empty."""
-        total = Tally()
-        if not once:
-            self.health.started()
-        while not self.stopping.is_set():
-            try:
-                tally = self.poll_once()
-            except AzureQueueError as exc:
-                if once:
-                    raise
-                self.receive_failed(exc)
-                continue
-            if not once:
-                self.receive_succeeded()
-            total.add(tally)
-            if tally.messages:
-                log.info("azure-queue: %s", tally)
-            elif once:
-                break
-            else:
-                self.stopping.wait(self.idle_seconds)
-            if once and tally.failed == tally.messages:
-                break
-        return total
+    def poll(self, *, once: bool) -> Tally:
+        return self.poll_once()

@@ -84,6 +84,7 @@ class R2QueueConsumer(StoppableLoop):
     """A pull/record/ack loop; ``stop()`` ends it at the next safe point."""
 
     name = EventSource.R2_QUEUE.value
+    receive_errors = (CloudflareQueueError,)
 
     def __init__(
         self,
@@ -139,33 +140,5 @@ class R2QueueConsumer(StoppableLoop):
             self.busy = False
         return tally
 
-    def run(self, *, once: bool = False) -> Tally:
-        """Consume until stopped, riding out queue outages; with ``once``, until the queue answers empty.
-
-        ``once`` is a drain for an operator or a test: an API error ends it (and leaves the
-        running service's heartbeat alone).
-        """
-        total = Tally()
-        if not once:
-            self.health.started()
-        while not self.stopping.is_set():
-            try:
-                tally = self.poll_once()
-            except CloudflareQueueError as exc:
-                if once:
-                    raise
-                self.receive_failed(exc)
-                continue
-            if not once:
-                self.receive_succeeded()
-            total.add(tally)
-            if tally.messages:
-                log.info("r2-queue: %s", tally)
-            elif once:
-                break
-            else:
-                # Pull answers at once when the queue is empty: wait before asking again.
-                self.stopping.wait(self.idle_seconds)
-            if once and tally.failed == tally.messages:
-                break
-        return total
+    def poll(self, *, once: bool) -> Tally:
+        return self.poll_once()

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from uploads.consumers.backoff import Backoff
 from uploads.consumers.health import HealthReporter
+from uploads.consumers.recording import Tally
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,16 @@ class Stoppable(Protocol):
 
 
 class StoppableLoop:
-    """A stop request, whether a batch is in hand, and the backoff and heartbeat of the receive loop."""
+    """The receive loop every consumer runs: stop requests, backoff through outages, heartbeat.
+
+    A consumer says how to ``poll`` its queue once (receive, record, acknowledge), which errors
+    mean its queue did not answer (``receive_errors``), and how long to wait after an empty
+    receive when its queue has no long poll (``idle_seconds``).
+    """
 
     name = ""  # the consumer's name in /healthz and /metrics
+    receive_errors: tuple[type[Exception], ...] = ()
+    idle_seconds = 0.0
 
     def __init__(self, *, backoff: Backoff | None = None) -> None:
         self.stopping = threading.Event()
@@ -38,6 +46,38 @@ class StoppableLoop:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def poll(self, *, once: bool) -> Tally:
+        """One receive: record what came, acknowledge what was recorded; raise a ``receive_errors`` one."""
+        raise NotImplementedError
+
+    def run(self, *, once: bool = False) -> Tally:
+        """Consume until stopped, riding out queue outages; with ``once``, until the queue answers empty.
+
+        ``once`` is a drain for an operator or a test: a receive error ends it (and leaves the
+        running service's heartbeat alone).
+        """
+        total = Tally()
+        if not once:
+            self.health.started()
+        while not self.stopping.is_set():
+            try:
+                tally = self.poll(once=once)
+            except self.receive_errors as exc:
+                if once:
+                    raise
+                self.receive_failed(exc)
+                continue
+            if not once:
+                self.receive_succeeded()
+            total.add(tally)
+            if tally.messages:
+                log.info("%s: %s", self.name, tally)
+            if once and (tally.messages == 0 or tally.failed == tally.messages):
+                break
+            if not tally.messages and self.idle_seconds:
+                self.stopping.wait(self.idle_seconds)
+        return total
 
     def receive_failed(self, reason: Exception) -> None:
         """Count, log and report a failed receive, then wait out the backoff (a stop cuts it short)."""

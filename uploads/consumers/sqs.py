@@ -60,6 +60,7 @@ class SqsConsumer(StoppableLoop):
     """A receive/record/delete loop over one queue; ``stop()`` ends it at the next safe point."""
 
     name = EventSource.SQS.value
+    receive_errors = (ConsumerError,)
 
     def __init__(
         self,
@@ -131,28 +132,5 @@ class SqsConsumer(StoppableLoop):
             self.busy = False
         return tally
 
-    def run(self, *, once: bool = False) -> Tally:
-        """Consume until stopped, riding out queue outages; with ``once``, until the queue answers empty.
-
-        ``once`` is a drain for an operator or a test: a receive error ends it (and leaves the
-        running service's heartbeat alone).
-        """
-        total = Tally()
-        if not once:
-            self.health.started()
-        while not self.stopping.is_set():
-            try:
-                tally = self.poll_once(DRAIN_POLL_SECONDS if once else self.wait_seconds)
-            except ConsumerError as exc:
-                if once:
-                    raise
-                self.receive_failed(exc)
-                continue
-            if not once:
-                self.receive_succeeded()
-            total.add(tally)
-            if tally.messages:
-                log.info("sqs: %s", tally)
-            if once and (tally.messages == 0 or tally.failed == tally.messages):
-                break
-        return total
+    def poll(self, *, once: bool) -> Tally:
+        return self.poll_once(DRAIN_POLL_SECONDS if once else self.wait_seconds)
