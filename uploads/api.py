@@ -171,10 +171,36 @@ def _storage_error(request: HttpRequest, exc: storage.StorageError) -> HttpRespo
 # --- schemas -----------------------------------------------------------------------------
 
 
-class FileFields(BaseModel):
-    # The same regular expressions, with the same semantics, as the schema and the code.
+class CleanedFile(BaseModel):
+    """A file's name, type, size and hash, each run through the validation module's check.
+
+    The same regular expressions, with the same semantics, as the schema and the code.
+    """
+
     model_config = ConfigDict(regex_engine="python-re")
 
+    @field_validator("filename", check_fields=False)
+    @classmethod
+    def _filename(cls, value: str) -> str:
+        return _clean(clean_filename, value)
+
+    @field_validator("content_type", check_fields=False)
+    @classmethod
+    def _content_type(cls, value: str) -> str:
+        return _clean(clean_content_type, value)
+
+    @field_validator("size", check_fields=False)
+    @classmethod
+    def _size(cls, value: int | None) -> int | None:
+        return _clean(clean_size, value)
+
+    @field_validator("sha256", check_fields=False)
+    @classmethod
+    def _sha256(cls, value: str | None) -> str:
+        return _clean(clean_sha256, value)
+
+
+class FileFields(CleanedFile):
     filename: str = Field(
         max_length=MAX_FILENAME_CHARS,
         pattern=FILENAME_PATTERN,
@@ -207,26 +233,6 @@ class FileFields(BaseModel):
         description="Force (true) or refuse (false) multipart; by default sizes above MULTIPART_THRESHOLD are",
     )
 
-    @field_validator("filename")
-    @classmethod
-    def _filename(cls, value: str) -> str:
-        return _clean(clean_filename, value)
-
-    @field_validator("content_type")
-    @classmethod
-    def _content_type(cls, value: str) -> str:
-        return _clean(clean_content_type, value)
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: int | None) -> int | None:
-        return _clean(clean_size, value)
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha256(cls, value: str | None) -> str:
-        return _clean(clean_sha256, value)
-
 
 def _clean(func: Any, value: Any) -> Any:
     try:
@@ -256,10 +262,8 @@ class ResourceRequest(FileFields):
     name: str = Field(min_length=1, max_length=1000)
 
 
-class ImageRequest(BaseModel):
+class ImageRequest(CleanedFile):
     """An organization's or group's image: an image type only, at most IMAGE_MAX_SIZE bytes, one PUT."""
-
-    model_config = ConfigDict(regex_engine="python-re")
 
     filename: str = Field(
         max_length=MAX_FILENAME_CHARS,
@@ -278,26 +282,6 @@ class ImageRequest(BaseModel):
     sha256: str | None = Field(
         None, pattern=SHA256_PATTERN, description="Hex SHA-256 of the file (verified by the store)"
     )
-
-    @field_validator("filename")
-    @classmethod
-    def _filename(cls, value: str) -> str:
-        return _clean(clean_filename, value)
-
-    @field_validator("content_type")
-    @classmethod
-    def _content_type(cls, value: str) -> str:
-        return _clean(clean_content_type, value)
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: int) -> int:
-        return _clean(clean_size, value)
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha256(cls, value: str | None) -> str:
-        return _clean(clean_sha256, value)
 
 
 class PartUrlOut(Schema):
