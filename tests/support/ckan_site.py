@@ -211,25 +211,7 @@ def ensure_local_ckan() -> CkanSite:
 
 
 def _start() -> CkanSite:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    try:
-        proc = subprocess.run(
-            [_python3(), str(LOCAL_CKAN_SCRIPT), "up"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=UP_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"scripts/local_ckan.py up timed out after {UP_TIMEOUT}s") from exc
-    output = (proc.stdout + proc.stderr).strip()
-    if proc.returncode == EXIT_NO_POSTGRES:
-        raise CkanUnavailable(output.splitlines()[-1] if output else "PostgreSQL not reachable")
-    if proc.returncode != 0:
-        tail = "\n".join(output.splitlines()[-40:])
-        raise RuntimeError(f"scripts/local_ckan.py up failed (exit {proc.returncode}):\n{tail}")
+    _run_up(["up"], {})
     state = json.loads(STATE_FILE.read_text())
     return CkanSite(state["url"], state["token"], sysadmin=state.get("sysadmin", "ckan_admin"))
 
@@ -281,7 +263,7 @@ def _run_up(args: list[str], extra_env: dict[str, str]) -> None:
             timeout=UP_TIMEOUT,
         )
     except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"scripts/local_ckan.py {args[0]} timed out after {UP_TIMEOUT}s") from exc
+        raise RuntimeError(f"scripts/local_ckan.py {' '.join(args[:2])} timed out after {UP_TIMEOUT}s") from exc
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode == EXIT_NO_POSTGRES:
         raise CkanUnavailable(output.splitlines()[-1] if output else "PostgreSQL not reachable")
