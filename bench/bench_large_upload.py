@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import emit, skip  # noqa: E402
 from tests.support.ckan_site import CkanSite, CkanUnavailable, ensure_local_ckan, make_world  # noqa: E402
+from tests.support.processes import free_port, wait_http  # noqa: E402
 
 ACCESS_KEY, SECRET_KEY, BUCKET = "bench-access-key", "bench-secret-key", "bench-uploads"
 MiB = 1024 * 1024
@@ -54,24 +54,6 @@ def byte_size(text: str) -> int:
     units = {"k": 1024, "m": MiB, "g": 1024 * MiB, "t": 1024 * 1024 * MiB}
     text = text.strip().lower().removesuffix("b").removesuffix("i")
     return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout} s") from None
-            time.sleep(0.2)
 
 
 @contextmanager

@@ -16,7 +16,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from urllib.parse import urlparse
 import boto3
 import requests
 
+from tests.support.processes import free_port, wait_http
 from tests.support.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,24 +38,6 @@ BUCKET = "ckan-uploads"
 EVENTS_QUEUE = "ckan-upload-events"
 INBOX_QUEUE = "drill-inbox"  # where the bucket's notifications land when a forwarder sits in between
 PREFIX = "resources/api_uploads/"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout:g} s") from None
-            time.sleep(0.2)
 
 
 def prepare_database(url: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +17,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from tests.support.factories import make_upload
+from tests.support.processes import free_port
 from uploads.models import FailureDigest, LinkTrigger, Upload, UploadState
 from uploads.services.link import link_upload
 from uploads.services.notify import send_failure_digest
@@ -25,12 +25,6 @@ from uploads.services.notify import send_failure_digest
 pytestmark = pytest.mark.django_db
 
 SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJqdGkiOiJzZWNyZXQtdG9rZW4ifQ.c2lnbmF0dXJlLXNlY3JldA"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Inbox:
