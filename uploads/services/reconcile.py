@@ -19,8 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import CharField, QuerySet, Value
-from django.db.models.functions import Concat
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from uploads import ckan, layout, storage
@@ -119,18 +118,17 @@ def _distinct_keyset(queryset: QuerySet[Upload], field: str) -> Iterator[list[st
         page = values.filter(**{f"{field}__gt": chunk[-1]})
 
 
-def _of_dataset(prefix: str, package_id: str) -> QuerySet[Upload]:
-    """The linked uploads of one dataset, looked up by the dataset's index.
+def _of_dataset(prefix: str, package_id: str) -> list[Upload]:
+    """The linked uploads of one dataset under ``prefix``, in (resource, issue time) order.
 
-    The state is compared as ``state || ''`` so that no planner walks the state index instead:
-    SQLite, given the two equalities, picked upload_state_issued (every linked upload) once the
-    table grew its issue-13 columns, which made the ledger pass 3.5x slower.
+    One lookup whose only condition is the dataset, so every planner takes the dataset's index,
+    with or without statistics: given the state as well, or an ORDER BY, SQLite walked the state
+    index and PostgreSQL the resource index (every linked upload, for each dataset). The state,
+    the prefix and the order are applied here, over the dataset's rows only.
     """
-    return (
-        Upload.objects.alias(state_text=Concat("state", Value(""), output_field=CharField()))
-        .filter(package_id=package_id, state_text=UploadState.LINKED, key__startswith=prefix)
-        .only(*_LINKED_FIELDS)
-    )
+    rows = Upload.objects.filter(package_id=package_id).only(*_LINKED_FIELDS, "state")
+    linked = [u for u in rows if u.state == UploadState.LINKED and u.key.startswith(prefix)]
+    return sorted(linked, key=lambda u: (u.resource_id, u.issued_at))
 
 
 class SeenIds:
@@ -368,7 +366,7 @@ class Reconciler:
             for package_id in package_ids:
                 # One dataset at a time: memory is bounded by the largest dataset, which
                 # package_show returns whole anyway.
-                group = list(_of_dataset(self.prefix, package_id).order_by("resource_id", "issued_at"))
+                group = _of_dataset(self.prefix, package_id)
                 if package_id:
                     self._check_group(group)
                     continue
