@@ -98,6 +98,44 @@ def test_it_searches_by_resource_id_key_file_name_and_requester(as_steward):
     assert found("nobody-matches-this") == []
 
 
+@pytest.mark.parametrize("narrow_limit", [2_000, 2], ids=["narrow-terms", "broad-terms"])
+@pytest.mark.django_db
+def test_a_search_term_finds_the_same_uploads_by_field_indexes_or_by_the_or(as_steward, monkeypatch, narrow_limit):
+    """Below the limit the ids come from each field's index; above it, the OR: the same uploads, newest first."""
+    monkeypatch.setattr("dashboard.admin.ledger.SEARCH_NARROW_LIMIT", narrow_limit)
+    now = timezone.now()
+    for age, (filename, dataset, requester, state) in enumerate(
+        [
+            ("sales-1.csv", "budget", "ann", UploadState.FAILED),
+            ("sales-2.csv", "budget", "ann", UploadState.ISSUED),
+            ("notes.txt", "sales-figures", "bob", UploadState.FAILED),
+            ("sales-3.csv", "other", "cy", UploadState.LINKED),
+            ("readme.md", "other", "sales", UploadState.FAILED),
+            ("unrelated.csv", "other", "dee", UploadState.FAILED),
+        ]
+    ):
+        make_upload(
+            filename=filename,
+            dataset_name=dataset,
+            requested_by=requester,
+            state=state,
+            issued_at=now - timedelta(minutes=age),
+        )
+
+    def found(**params: str) -> list[str]:
+        response = as_steward.get(LIST, params)
+        assert response.status_code == 200
+        return [u.filename for u in response.context["cl"].result_list]
+
+    # File name prefix, dataset name prefix and exact requester, newest first.
+    assert found(q="sales") == ["sales-1.csv", "sales-2.csv", "notes.txt", "sales-3.csv", "readme.md"]
+    assert found(q="sales", state__exact="failed") == ["sales-1.csv", "notes.txt", "readme.md"]
+    assert found(q="budget") == ["sales-1.csv", "sales-2.csv"]
+    assert found(q="ann") == ["sales-1.csv", "sales-2.csv"]
+    assert found(q="an") == []  # a requester matches whole, not by its start
+    assert found(q="zzz") == []
+
+
 @pytest.mark.django_db
 def test_the_list_runs_the_same_number_of_queries_for_5_or_60_uploads(as_steward):
     for _ in range(5):
@@ -364,6 +402,27 @@ def test_the_inbox_pretty_prints_the_payload_escaped_and_links_the_upload(as_ste
     assert "{\n  &quot;object&quot;: {\n    &quot;key&quot;" in html
     assert f'href="/admin/uploads/upload/{upload.pk}/change/"' in html
     assert 'name="_save"' not in html
+
+
+@pytest.mark.django_db
+def test_the_event_list_names_the_file_and_dataset_in_a_constant_number_of_queries(as_steward, settings):
+    settings.CKAN_URL = "https://ckan.example"
+    make_event(status=EventStatus.UNMATCHED, key="stray.csv")
+    upload = failed_upload()
+    upload.dataset_name, upload.dataset_title = "water-quality", "Water quality 2026"
+    upload.save()
+    make_event(upload=upload)
+    with CaptureQueriesContext(connection) as few:
+        response = as_steward.get("/admin/uploads/storageevent/")
+    html = response.content.decode()
+    assert '<a href="https://ckan.example/dataset/water-quality" class="ckan-dataset"' in html
+    assert "Water quality 2026" in html
+    assert f"<td class=\"field-upload_file\">{upload.filename}</td>" in html
+    for _ in range(20):
+        make_event(upload=failed_upload())
+    with CaptureQueriesContext(connection) as many:
+        assert as_steward.get("/admin/uploads/storageevent/").status_code == 200
+    assert len(many) == len(few)
 
 
 @pytest.mark.django_db
