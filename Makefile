@@ -47,8 +47,11 @@ ckan-down:
 	$(PYTHON) scripts/local_ckan.py down
 	$(PYTHON) scripts/local_ckan.py down --s3filestore
 
+# Every benchmark at its full size (about half an hour: 1,000,000 admin rows and reconcile keys,
+# 200 uploads per broker); BENCH_ARGS=--quick for small sizes, --only NAME for some.
+BENCH_ARGS ?= --full
 bench: $(VENV)/.dev
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 # The fault drill (docs/drill.md): 1,000 uploads through the real service while its parts fail, on
 # PostgreSQL (database ckanrec_drill) with Redis (DB 5) and the local CKAN (make ckan first).
