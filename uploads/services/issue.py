@@ -84,8 +84,14 @@ def names_for_people(resource: dict[str, Any], package: dict[str, Any] | None) -
         "organization_name": (organization or {}).get("name"),
         "organization_title": (organization or {}).get("title"),
     }
-    lengths = {f.name: getattr(f, "max_length", None) for f in Upload._meta.concrete_fields if f.name in values}
+    lengths = _name_lengths()
     return {name: str(value or "")[: lengths[name]] for name, value in values.items()}
+
+
+@functools.cache
+def _name_lengths() -> dict[str, int | None]:
+    names = {"resource_name", "dataset_name", "dataset_title", "organization_name", "organization_title"}
+    return {f.name: getattr(f, "max_length", None) for f in Upload._meta.concrete_fields if f.name in names}
 
 
 @functools.cache
