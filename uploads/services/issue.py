@@ -95,29 +95,39 @@ def _name_lengths() -> dict[str, int | None]:
 
 
 @functools.cache
-def _insert_statement(alias: str, vendor: str) -> str:
-    """The ledger's INSERT of one row (every column), compiled by the ORM once per process and database."""
+def _insert_plan(alias: str, vendor: str) -> tuple[str, dict[str, Any]]:
+    """The ledger's INSERT of one row (every column), compiled by the ORM once per process and database,
+    and the prepared value of each column whose default is a constant (most of a new row's)."""
     query = InsertQuery(Upload)
     query.insert_values(Upload._meta.local_concrete_fields, [Upload()])
     [(sql, _params)] = query.get_compiler(alias).as_sql()
-    return sql
+    connection = connections[alias]
+    constants = {
+        field.attname: field.get_db_prep_save(field.get_default(), connection)
+        for field in Upload._meta.local_concrete_fields
+        if not callable(field.default) and not getattr(field, "auto_now", False)
+    }
+    return sql, constants
 
 
 def _record_upload(**fields: Any) -> Upload:
     """INSERT one ledger row, committed when this returns (unless the caller holds a transaction).
 
     The statement is compiled once (compiling the wide INSERT per request cost more than running
-    it), and the values are prepared by each field as ``save()`` would. A single INSERT commits
+    it); the values given are prepared by each field as ``save()`` would. A single INSERT commits
     on its own in autocommit: BEGIN and COMMIT around it would be two more round trips. Inside a
     caller's transaction a savepoint keeps a refused key from breaking that transaction.
     """
     upload = Upload(**fields)
     alias = router.db_for_write(Upload)
     connection = connections[alias]
+    sql, constants = _insert_plan(alias, connection.vendor)
     params = [
-        field.get_db_prep_save(field.pre_save(upload, True), connection) for field in Upload._meta.local_concrete_fields
+        constants[field.attname]
+        if field.attname not in fields and field.attname in constants
+        else field.get_db_prep_save(field.pre_save(upload, True), connection)
+        for field in Upload._meta.local_concrete_fields
     ]
-    sql = _insert_statement(alias, connection.vendor)
     with transaction.atomic(using=alias) if connection.in_atomic_block else contextlib.nullcontext():
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
