@@ -102,3 +102,21 @@ def test_it_reports_an_unreachable_site_as_unavailable():
 def test_it_refuses_to_call_without_a_configured_site():
     with override_settings(CKAN_URL=""), pytest.raises(ckan.CkanNotConfigured):
         ckan.call_action("status_show", token=None)
+
+
+def test_its_session_reads_the_proxy_and_ca_variables_once_when_it_is_built(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.test:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/site-ca.pem")
+    session = ckan._build_session()
+    assert requests.utils.select_proxy(f"{URL}/api/3/action/package_show", session.proxies) == (
+        "http://proxy.example.test:3128"
+    )
+    assert session.verify == "/etc/ssl/certs/site-ca.pem"
+    assert session.trust_env is False  # not read again on every call
+
+
+def test_its_session_goes_direct_to_a_site_in_no_proxy(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.test:3128")
+    monkeypatch.setenv("NO_PROXY", "ckan.example.test")
+    session = ckan._build_session()
+    assert requests.utils.select_proxy(f"{URL}/api/3/action/package_show", session.proxies) is None
