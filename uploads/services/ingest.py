@@ -11,6 +11,7 @@ the uploads that move, and one push of all their link tasks (visible to workers 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class RecordResult:
 # --- the one INSERT ---------------------------------------------------------------------------
 
 _EVENT_FIELDS: list[Field[Any, Any]] = [f for f in StorageEvent._meta.concrete_fields if not f.primary_key]
+assert all(f.attname == f.column for f in _EVENT_FIELDS), "a Row's keys double as column names"
 Row = dict[str, Any]  # a StorageEvent's column values by attribute name
 
 
@@ -92,9 +94,7 @@ class _Params:
 
 
 def _new_row(**values: Any) -> Row:
-    row = {f.attname: f.get_default() for f in _EVENT_FIELDS}
-    row.update(values)
-    return row
+    return {f.attname: values[f.attname] if f.attname in values else f.get_default() for f in _EVENT_FIELDS}
 
 
 def _upsert_events(rows: dict[str, Row], params: _Params) -> dict[str, tuple[int, str, bool]]:
@@ -107,27 +107,52 @@ def _upsert_events(rows: dict[str, Row], params: _Params) -> dict[str, tuple[int
     """
     if not rows:
         return {}
-    quote = params.db.ops.quote_name
+    db = params.db
+    quote = db.ops.quote_name
     table = quote(StorageEvent._meta.db_table)
-    columns = [quote(f.column) for f in _EVENT_FIELDS]
+    columns = ", ".join(quote(f.column) for f in _EVENT_FIELDS)
     deliveries, received = quote("deliveries"), quote("last_received_at")
-    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    values: list[Any] = []
     # Sorted, so concurrent batches lock existing rows in the same order (no deadlock).
-    ordered = sorted(rows.items())
-    for _, row in ordered:
-        values += [params.of(f, row[f.attname]) for f in _EVENT_FIELDS]
+    ordered = [row for _, row in sorted(rows.items())]
+    if db.vendor == "postgresql":
+        # A row's keys are attribute names, which are also its column names (asserted above).
+        source, values = _pg_rows(table, columns, ordered)
+    else:
+        placeholder = "(" + ", ".join(["%s"] * len(_EVENT_FIELDS)) + ")"
+        source, values = f"VALUES {', '.join([placeholder] * len(ordered))}", []
+        for row in ordered:
+            values += [params.of(f, row[f.attname]) for f in _EVENT_FIELDS]
     # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
     sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholder] * len(ordered))} "  # noqa: S608
+        f"INSERT INTO {table} ({columns}) {source} "
         f"ON CONFLICT ({quote('dedupe_key')}) DO UPDATE SET "
         f"{deliveries} = {table}.{deliveries} + EXCLUDED.{deliveries}, {received} = EXCLUDED.{received} "
         f"RETURNING {quote('id')}, {quote('dedupe_key')}, {deliveries}, {quote('status')}"
     )
-    with params.db.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, values)
         returned = cursor.fetchall()
     return {key: (pk, status, count == rows[key]["deliveries"]) for pk, key, count, status in returned}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a column value")
+
+
+def _pg_rows(table: str, columns: str, rows: Sequence[Row]) -> tuple[str, list[Any]]:
+    """PostgreSQL: rows (dicts by column name) as one JSON parameter, typed by the table's row type.
+
+    One short, constant statement whatever the batch size: psycopg (which binds client-side)
+    parses a query of thousands of placeholders anew each time, and that cost more than
+    PostgreSQL's own work (measured in docs/benchmarks.md, "Event ingest"). A missing column is NULL.
+    """
+    text = json.dumps(rows, default=_json_value, ensure_ascii=False, separators=(",", ":"))
+    # Identifiers only from the model's metadata, quoted by the backend; the rows are the parameter.
+    return f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb)", [text]  # noqa: S608
 
 
 # --- the one UPDATE ---------------------------------------------------------------------------
@@ -146,7 +171,7 @@ _MOVING_FIELDS = [
 
 
 def _update_uploads(uploads: Sequence[Upload], params: _Params) -> None:
-    """Write the moving fields of these (locked, changed) uploads in one UPDATE ... FROM (VALUES)."""
+    """Write the moving fields of these (locked, changed) uploads in one UPDATE ... FROM (their values)."""
     if not uploads:
         return
     db = params.db
@@ -154,22 +179,21 @@ def _update_uploads(uploads: Sequence[Upload], params: _Params) -> None:
     fields: list[Field[Any, Any]] = [Upload._meta.get_field(name) for name in ["id", *_MOVING_FIELDS]]  # type: ignore[misc]
     table = quote(Upload._meta.db_table)
     names = [quote(f.column) for f in fields]
-
-    def value(name: str, field: Any) -> str:
-        # VALUES rows carry no column types on PostgreSQL (a column of NULLs is text): cast them.
-        if db.vendor == "postgresql":
-            return f"CAST(v.{name} AS {field.db_type(db)})"
-        return f"v.{name}"
-
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    values: list[Any] = []
-    for upload in sorted(uploads, key=lambda u: str(u.pk)):
-        values += [params.of(f, getattr(upload, f.attname)) for f in fields]
-    assignments = ", ".join(f"{name} = {value(name, f)}" for name, f in zip(names[1:], fields[1:], strict=True))
+    ordered = sorted(uploads, key=lambda u: str(u.pk))
+    assignments = ", ".join(f"{name} = v.{name}" for name in names[1:])
+    if db.vendor == "postgresql":
+        rows = [{f.column: getattr(upload, f.attname) for f in fields} for upload in ordered]
+        source, values = _pg_rows(table, ", ".join(names), rows)
+        source = f"({source})"
+    else:
+        placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        source, values = f"(VALUES {', '.join([placeholder] * len(ordered))})", []
+        for upload in ordered:
+            values += [params.of(f, getattr(upload, f.attname)) for f in fields]
     # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
     sql = (
-        f"WITH v ({', '.join(names)}) AS (VALUES {', '.join([placeholder] * len(uploads))}) "  # noqa: S608
-        f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{names[0]} = {value(names[0], fields[0])}"
+        f"WITH v ({', '.join(names)}) AS {source} "  # noqa: S608
+        f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{names[0]} = v.{names[0]}"
     )
     with db.cursor() as cursor:
         cursor.execute(sql, values)
