@@ -29,11 +29,12 @@ def link_package(upload_id: UUID, trigger: str, triggered_by: str, *, started: d
     Built here rather than by ``async_task``, whose humanhash name, option handling and log
     line per task cost about as much again as the signing (docs/benchmarks.md, "Event ingest").
     """
+    text = str(upload_id)
     task: dict[str, Any] = {
         "id": uuid.uuid4().hex,
-        "name": f"link {upload_id}",
+        "name": f"link {text}",
         "func": LINK_TASK,
-        "args": (str(upload_id), trigger, triggered_by),
+        "args": (text, trigger, triggered_by),
         "group": "link",
     }
     if Conf.CACHED:
