@@ -7,6 +7,7 @@ after commit). "matched": the 90 distinct events of a body match issued uploads,
 move and get a link task each; "unmatched": none does. The baseline, measured interleaved in
 the same run on the same database, is ``StorageEvent.objects.bulk_create`` of 100 prebuilt
 rows per call (the same fields, payload included). Goal: ingest >= 0.5x the bare insert.
+On PostgreSQL the upload table is analyzed after each fill, as autovacuum would on a live database.
 
     .venv/bin/python bench/bench_ingest.py [--bodies 40] [--rounds 3] [--quick]
         [--backends sqlite,postgresql] [--pg postgres://user:pass@host:5432]
