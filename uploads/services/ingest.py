@@ -178,8 +178,8 @@ _MOVING_FIELDS = [
 class _Locked:
     """An upload as a batch's locked SELECT reads it: what the rules read and write, no more.
 
-    Not a model instance: building 90 of those cost more than the SELECT itself (measured in
-    docs/benchmarks.md, "Event ingest"). The rules and the UPDATE take either.
+    Not a model instance: 90 of those cost about 1 ms a body, as much as the locked SELECT's own
+    SQL (measured in docs/benchmarks.md, "Event ingest"). The rules and the UPDATE take either.
     """
 
     id: UUID
