@@ -102,8 +102,8 @@ def enqueued(monkeypatch):
     """Link tasks the code under test sent to the broker, as (upload id, trigger) pairs."""
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        "uploads.services.dispatch.async_task",
-        lambda func, upload_id, trigger, *a, **kw: sent.append((upload_id, trigger)),
+        "uploads.services.dispatch.send_link_tasks",
+        lambda links: sent.extend((str(upload_id), trigger) for upload_id, trigger, _ in links),
     )
     return sent
 

@@ -15,6 +15,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
+from django_q.tasks import async_task
 
 from tests.support.factories import make_upload as build_upload
 from uploads.api_events import signature_for
@@ -255,6 +256,25 @@ def test_link_tasks_go_to_the_orm_broker_in_one_insert():
         dispatch.send_link_tasks([(upload_id, "event", "") for upload_id in ids])
     assert len([q for q in ctx.captured_queries if "django_q_ormq" in q["sql"]]) == 1
     assert link_tasks() == sorted((str(i), "event") for i in ids)
+
+
+def test_a_link_package_is_what_async_task_signs_for_the_same_link():
+    class Keep:
+        list_key = "keep"
+        packages: list[str] = []
+
+        def enqueue(self, package: str) -> None:
+            self.packages.append(package)
+
+    upload_id = uuid.uuid4()
+    keep = Keep()
+    async_task(
+        dispatch.LINK_TASK, str(upload_id), "event", "bob", task_name=f"link {upload_id}", group="link", broker=keep
+    )
+    theirs = SignedPackage.loads(keep.packages[0])
+    ours = SignedPackage.loads(dispatch.link_package(upload_id, "event", "bob", started=theirs["started"]))
+    assert len(ours.pop("id")) == len(theirs.pop("id")) == 32
+    assert ours == theirs
 
 
 REDIS = ("127.0.0.1", 6379)

@@ -10,7 +10,9 @@ the uploads that move, and one push of all their link tasks (visible to workers 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ class RecordResult:
 # --- the one INSERT ---------------------------------------------------------------------------
 
 _EVENT_FIELDS: list[Field[Any, Any]] = [f for f in StorageEvent._meta.concrete_fields if not f.primary_key]
+assert all(f.attname == f.column for f in _EVENT_FIELDS), "a Row's keys double as column names"
 Row = dict[str, Any]  # a StorageEvent's column values by attribute name
 
 
@@ -92,9 +95,7 @@ class _Params:
 
 
 def _new_row(**values: Any) -> Row:
-    row = {f.attname: f.get_default() for f in _EVENT_FIELDS}
-    row.update(values)
-    return row
+    return {f.attname: values[f.attname] if f.attname in values else f.get_default() for f in _EVENT_FIELDS}
 
 
 def _upsert_events(rows: dict[str, Row], params: _Params) -> dict[str, tuple[int, str, bool]]:
@@ -107,27 +108,55 @@ def _upsert_events(rows: dict[str, Row], params: _Params) -> dict[str, tuple[int
     """
     if not rows:
         return {}
-    quote = params.db.ops.quote_name
+    db = params.db
+    quote = db.ops.quote_name
     table = quote(StorageEvent._meta.db_table)
-    columns = [quote(f.column) for f in _EVENT_FIELDS]
+    columns = ", ".join(quote(f.column) for f in _EVENT_FIELDS)
     deliveries, received = quote("deliveries"), quote("last_received_at")
-    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    values: list[Any] = []
     # Sorted, so concurrent batches lock existing rows in the same order (no deadlock).
-    ordered = sorted(rows.items())
-    for _, row in ordered:
-        values += [params.of(f, row[f.attname]) for f in _EVENT_FIELDS]
+    ordered = [row for _, row in sorted(rows.items())]
+    if db.vendor == "postgresql":
+        # A row's keys are attribute names, which are also its column names (asserted above).
+        source, values = _pg_rows(db, _EVENT_FIELDS, ordered)
+    else:
+        placeholder = "(" + ", ".join(["%s"] * len(_EVENT_FIELDS)) + ")"
+        source, values = f"VALUES {', '.join([placeholder] * len(ordered))}", []
+        for row in ordered:
+            values += [params.of(f, row[f.attname]) for f in _EVENT_FIELDS]
     # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
     sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholder] * len(ordered))} "  # noqa: S608
+        f"INSERT INTO {table} ({columns}) {source} "
         f"ON CONFLICT ({quote('dedupe_key')}) DO UPDATE SET "
         f"{deliveries} = {table}.{deliveries} + EXCLUDED.{deliveries}, {received} = EXCLUDED.{received} "
         f"RETURNING {quote('id')}, {quote('dedupe_key')}, {deliveries}, {quote('status')}"
     )
-    with params.db.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, values)
         returned = cursor.fetchall()
     return {key: (pk, status, count == rows[key]["deliveries"]) for pk, key, count, status in returned}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a column value")
+
+
+def _pg_rows(db: Any, fields: Sequence[Field[Any, Any]], rows: Sequence[Row]) -> tuple[str, list[Any]]:
+    """PostgreSQL: rows (dicts by column name) as one JSON parameter, typed by the model's columns.
+
+    One short, constant statement whatever the batch size: psycopg (which binds client-side)
+    parses a query of thousands of placeholders anew each time, and that cost more than
+    PostgreSQL's own work (measured in docs/benchmarks.md, "Event ingest"). A missing key is NULL.
+    """
+    quote = db.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    types = ", ".join(f"{quote(f.column)} {f.db_type(db)}" for f in fields)
+    text = json.dumps(rows, default=_json_value, ensure_ascii=False, separators=(",", ":"))
+    # Identifiers and types only from the model's metadata; the rows are the parameter.
+    return f"SELECT {columns} FROM jsonb_to_recordset(%s::jsonb) AS v ({types})", [text]  # noqa: S608
 
 
 # --- the one UPDATE ---------------------------------------------------------------------------
@@ -145,8 +174,38 @@ _MOVING_FIELDS = [
 ]
 
 
-def _update_uploads(uploads: Sequence[Upload], params: _Params) -> None:
-    """Write the moving fields of these (locked, changed) uploads in one UPDATE ... FROM (VALUES)."""
+@dataclass(slots=True)
+class _Locked:
+    """An upload as a batch's locked SELECT reads it: what the rules read and write, no more.
+
+    Not a model instance: 90 of those cost about 1 ms a body, as much as the locked SELECT's own
+    SQL (measured in docs/benchmarks.md, "Event ingest"). The rules and the UPDATE take either.
+    """
+
+    id: UUID
+    key: str
+    bucket: str
+    state: str
+    object_seen_at: datetime | None
+    next_attempt_at: datetime | None
+    object_size: int | None
+    object_etag: str
+    object_deleted_at: datetime | None
+    attempts: int
+    last_error: str
+    updated_at: datetime
+
+    @property
+    def pk(self) -> UUID:
+        return self.id
+
+
+_LOCKED_FIELDS = [f.name for f in dataclasses.fields(_Locked)]
+assert _LOCKED_FIELDS == ["id", "key", "bucket", *_MOVING_FIELDS], "_Locked holds the moving fields"
+
+
+def _update_uploads(uploads: Sequence[Upload | _Locked], params: _Params) -> None:
+    """Write the moving fields of these (locked, changed) uploads in one UPDATE ... FROM (their values)."""
     if not uploads:
         return
     db = params.db
@@ -154,22 +213,21 @@ def _update_uploads(uploads: Sequence[Upload], params: _Params) -> None:
     fields: list[Field[Any, Any]] = [Upload._meta.get_field(name) for name in ["id", *_MOVING_FIELDS]]  # type: ignore[misc]
     table = quote(Upload._meta.db_table)
     names = [quote(f.column) for f in fields]
-
-    def value(name: str, field: Any) -> str:
-        # VALUES rows carry no column types on PostgreSQL (a column of NULLs is text): cast them.
-        if db.vendor == "postgresql":
-            return f"CAST(v.{name} AS {field.db_type(db)})"
-        return f"v.{name}"
-
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    values: list[Any] = []
-    for upload in sorted(uploads, key=lambda u: str(u.pk)):
-        values += [params.of(f, getattr(upload, f.attname)) for f in fields]
-    assignments = ", ".join(f"{name} = {value(name, f)}" for name, f in zip(names[1:], fields[1:], strict=True))
+    ordered = sorted(uploads, key=lambda u: str(u.pk))
+    assignments = ", ".join(f"{name} = v.{name}" for name in names[1:])
+    if db.vendor == "postgresql":
+        rows = [{f.column: getattr(upload, f.attname) for f in fields} for upload in ordered]
+        source, values = _pg_rows(db, fields, rows)
+        source = f"({source})"
+    else:
+        placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        source, values = f"(VALUES {', '.join([placeholder] * len(ordered))})", []
+        for upload in ordered:
+            values += [params.of(f, getattr(upload, f.attname)) for f in fields]
     # Identifiers only from the model's metadata, quoted by the backend; every value is a parameter.
     sql = (
-        f"WITH v ({', '.join(names)}) AS (VALUES {', '.join([placeholder] * len(uploads))}) "  # noqa: S608
-        f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{names[0]} = {value(names[0], fields[0])}"
+        f"WITH v ({', '.join(names)}) AS {source} "  # noqa: S608
+        f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{names[0]} = v.{names[0]}"
     )
     with db.cursor() as cursor:
         cursor.execute(sql, values)
@@ -179,7 +237,7 @@ def _update_uploads(uploads: Sequence[Upload], params: _Params) -> None:
 
 
 def _apply_seen(
-    upload: Upload, *, size: int | None, etag: str, seen_at: datetime, now: datetime, trigger: str
+    upload: Upload | _Locked, *, size: int | None, etag: str, seen_at: datetime, now: datetime, trigger: str
 ) -> list[str] | None:
     """Move an upload (read under lock) to ``uploaded`` for this object; the changed fields, or None.
 
@@ -225,7 +283,7 @@ def _apply_seen(
     return fields
 
 
-def _apply_deleted(upload: Upload, *, deleted_at: datetime, now: datetime) -> bool:
+def _apply_deleted(upload: Upload | _Locked, *, deleted_at: datetime, now: datetime) -> bool:
     """Flag the upload for the dashboard: its object was deleted from the bucket (unless older news)."""
     if upload.object_deleted_at and upload.object_deleted_at >= deleted_at:
         return False
@@ -287,7 +345,7 @@ def _unreadable_row(source: str, item: Unreadable, now: datetime) -> tuple[str, 
     return dedupe_key, row
 
 
-def _event_row(source: str, event: ObjectEvent, dedupe_key: str, upload: Upload | None, now: datetime) -> Row:
+def _event_row(source: str, event: ObjectEvent, dedupe_key: str, upload: _Locked | None, now: datetime) -> Row:
     return _new_row(
         source=source,
         dedupe_key=dedupe_key,
@@ -323,11 +381,11 @@ def record_batch(*, source: str, items: Sequence[ObjectEvent | Unreadable]) -> l
     now = timezone.now()
     keys = [item.dedupe_key if isinstance(item, ObjectEvent) else "" for item in items]
     wanted = {item.key for item in items if isinstance(item, ObjectEvent)}
-    uploads: dict[str, Upload] = {}
+    uploads: dict[str, _Locked] = {}
     if wanted:
         # Locked (PostgreSQL), in one order for everyone, so concurrent batches cannot deadlock.
         found = Upload.objects.select_for_update().filter(key__in=wanted).order_by("pk")
-        uploads = {u.key: u for u in found.only("key", "bucket", *_MOVING_FIELDS)}
+        uploads = {row[1]: _Locked(*row) for row in found.values_list(*_LOCKED_FIELDS)}
 
     params = _Params()
     rows: dict[str, Row] = {}
@@ -366,7 +424,7 @@ def record_batch(*, source: str, items: Sequence[ObjectEvent | Unreadable]) -> l
         first = unmatched[0]
         log.info("%d unmatched events (the first: %s %s/%s)", len(unmatched), first.action, first.bucket, first.key)
 
-    moved: list[Upload] = []
+    moved: list[_Locked] = []
     links: list[tuple[UUID, str, str]] = []
     for events in fresh.values():
         upload = uploads[events[0].key]
