@@ -417,7 +417,7 @@ def test_the_event_list_names_the_file_and_dataset_in_a_constant_number_of_queri
     html = response.content.decode()
     assert '<a href="https://ckan.example/dataset/water-quality" class="ckan-dataset"' in html
     assert "Water quality 2026" in html
-    assert f"<td class=\"field-upload_file\">{upload.filename}</td>" in html
+    assert f'<td class="field-upload_file">{upload.filename}</td>' in html
     for _ in range(20):
         make_event(upload=failed_upload())
     with CaptureQueriesContext(connection) as many:
