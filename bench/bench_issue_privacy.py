@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--resources", default="5,30", help="dataset sizes to measure, comma-separated")
-    parser.add_argument("--quick", action="store_true", help="a small run (10 rounds), what `make bench` runs")
+    parser.add_argument("--quick", action="store_true", help="a small run (10 rounds), as run_all.py --quick runs it")
     args = parser.parse_args()
     if args.quick:
         args.repeat = min(args.repeat, 10)

@@ -1,7 +1,7 @@
 """PUT -> linked, end to end, with the ORM broker and with Redis: p50/p95/max against the link step alone.
 
     .venv/bin/python bench/bench_put_to_linked.py                  # 200 uploads per broker
-    .venv/bin/python bench/bench_put_to_linked.py --quick          # 30 per broker (make bench)
+    .venv/bin/python bench/bench_put_to_linked.py --quick          # 30 per broker (make bench BENCH_ARGS=--quick)
     .venv/bin/python bench/bench_put_to_linked.py --database-url postgres://ckanrec:ckanrec@127.0.0.1:5432/ckanrec_drill
 
 Real parts, as processes (tests/support/live_service.py): a moto S3+SQS server (the bucket's

@@ -1,6 +1,6 @@
 """Run every benchmark in bench/ and print one table: value, baseline from the same run, ratio, goal.
 
-    .venv/bin/python bench/run_all.py            # --quick (the default, what `make bench` runs): small sizes
+    .venv/bin/python bench/run_all.py            # --quick (the default here; `make bench` passes --full): small sizes
     .venv/bin/python bench/run_all.py --full     # each benchmark's full size (long: see docs/benchmarks.md)
     .venv/bin/python bench/run_all.py --only reconcile
 
