@@ -37,42 +37,31 @@ def test_the_same_name_again_gets_its_own_key(client, storage_world, fake_ckan):
     assert Upload.objects.count() == 2
 
 
-@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "in_transaction",
+    [
+        pytest.param(True, marks=pytest.mark.django_db, id="inside-a-transaction"),
+        # The way a web worker records (autocommit, no savepoint): the ledger stays usable.
+        pytest.param(False, marks=pytest.mark.django_db(transaction=True), id="autocommit"),
+    ],
+)
 def test_two_uploads_racing_for_one_key_give_409_key_in_use_and_one_row(
     client,
     storage_world,
     fake_ckan,  # noqa: F811
     monkeypatch,
+    in_transaction,
 ):
+    from django.db import connection
+
     from uploads import layout
 
     # Both see the key free (as two requests at the same instant would).
     monkeypatch.setattr(layout, "build_upload_key", lambda *a, **k: f"site/resources/{RESOURCE_ID}/rain-fall.csv")
     with override_settings(**S3FS):
-        assert post_upload(client, BODY).status_code == 201
-        response = post_upload(client, BODY)
-    assert response.status_code == 409, response.content
-    assert response.json()["error"]["code"] == "key_in_use"
-    assert Upload.objects.count() == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_outside_any_transaction_the_refused_key_is_a_409_and_the_first_row_is_committed(
-    client,
-    storage_world,
-    fake_ckan,  # noqa: F811
-    monkeypatch,
-):
-    """The way a web worker records (autocommit, no savepoint): the clash is answered and the ledger stays usable."""
-    from django.db import connection
-
-    from uploads import layout
-
-    monkeypatch.setattr(layout, "build_upload_key", lambda *a, **k: f"site/resources/{RESOURCE_ID}/rain-fall.csv")
-    with override_settings(**S3FS):
         first = post_upload(client, BODY)
         assert first.status_code == 201
-        assert not connection.in_atomic_block
+        assert connection.in_atomic_block is in_transaction
         response = post_upload(client, BODY)
     assert response.status_code == 409, response.content
     assert response.json()["error"]["code"] == "key_in_use"

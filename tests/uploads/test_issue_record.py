@@ -9,8 +9,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from uploads import storage
 from uploads.models import TargetKind, Upload, UploadState
 from uploads.services.issue import _record_upload
+from uploads.services.owner import token_fingerprint
+
+TOKEN = "a-client-token"
 
 COMPARED = [f.attname for f in Upload._meta.local_concrete_fields if f.attname not in {"id", "key", "updated_at"}]
 
@@ -26,11 +30,11 @@ def ledger_fields(now: datetime, **overrides: object) -> dict[str, object]:
         "content_type": "text/csv",
         "declared_size": 8,
         "declared_sha256": "",
-        "bucket": "bucket",
+        "bucket": storage.bucket_name(),
         "key": f"resources/api_uploads/r/{upload_id}/rain.csv",
         "requested_by": "alice",
         "requested_by_id": "u-1",
-        "token_fingerprint": "f" * 64,
+        "token_fingerprint": token_fingerprint(TOKEN),
         "client_address": "192.0.2.7",
         "issued_at": now,
         "expires_at": now + timedelta(hours=1),
@@ -59,7 +63,9 @@ def stored(pk: uuid.UUID) -> dict[str, object]:
 def test_it_records_the_row_save_would_record_and_commits_it(overrides):
     now = timezone.now()
     mine, reference = ledger_fields(now, **overrides), ledger_fields(now, **overrides)
-    recorded = _record_upload(**mine)
+    # The bucket and the token's fingerprint are _record_upload's to fill in, from the token.
+    del mine["bucket"], mine["token_fingerprint"]
+    recorded = _record_upload(client_token=TOKEN, **mine)
     Upload.objects.create(**reference)
 
     assert not connection.in_atomic_block  # committed on its own, as a web request records it

@@ -110,14 +110,18 @@ def _insert_plan(alias: str, vendor: str) -> tuple[str, dict[str, Any]]:
     return sql, constants
 
 
-def _record_upload(**fields: Any) -> Upload:
+def _record_upload(*, client_token: str, **fields: Any) -> Upload:
     """INSERT one ledger row, committed when this returns (unless the caller holds a transaction).
+
+    Every row, resource file or image, gets the configured bucket and the fingerprint of the
+    requester's token (never the token) here.
 
     The statement is compiled once (compiling the wide INSERT per request cost more than running
     it); the values given are prepared by each field as ``save()`` would. A single INSERT commits
     on its own in autocommit: BEGIN and COMMIT around it would be two more round trips. Inside a
     caller's transaction a savepoint keeps a refused key from breaking that transaction.
     """
+    fields.update(bucket=storage.bucket_name(), token_fingerprint=token_fingerprint(client_token))
     upload = Upload(**fields)
     alias = router.db_for_write(Upload)
     connection = connections[alias]
@@ -211,11 +215,10 @@ def issue_upload(
             content_type=content_type,
             declared_size=size,
             declared_sha256=sha256,
-            bucket=storage.bucket_name(),
             key=key,
             requested_by=requested_by,
             requested_by_id=requested_by_id,
-            token_fingerprint=token_fingerprint(client_token),
+            client_token=client_token,
             client_address=client_address,
             issued_at=now,
             expires_at=expires_at,
@@ -321,11 +324,10 @@ def issue_image(
         content_type=content_type,
         declared_size=size,
         declared_sha256=sha256,
-        bucket=storage.bucket_name(),
         key=key,
         requested_by=requested_by,
         requested_by_id=requested_by_id,
-        token_fingerprint=token_fingerprint(client_token),
+        client_token=client_token,
         client_address=client_address,
         issued_at=now,
         expires_at=now + timedelta(seconds=signed.expires_in),
